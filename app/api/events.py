@@ -1,0 +1,73 @@
+"""Server-sent events of a batch's life: history first, then live until the batch ends."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import get_services
+from app.api.views import event_view
+from app.container import Services
+from app.domain.errors import NotFound
+
+router = APIRouter(prefix="/v1", tags=["events"])
+Svc = Annotated[Services, Depends(get_services)]
+
+
+def sse_frame(event: dict[str, Any]) -> str:
+    return f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+
+@router.get(
+    "/batches/{batch_id}/events",
+    summary="Events of a batch: server-sent events (default) or a JSON page (`stream=false`)",
+    responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}},
+)
+async def batch_events(
+    batch_id: str,
+    request: Request,
+    svc: Svc,
+    stream: Annotated[bool, Query(description="false: one JSON page instead of a stream")] = True,
+    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+):  # noqa: ANN201
+    if await svc.store.get_batch(batch_id) is None:
+        raise NotFound(f"batch {batch_id} not found")
+    if last_event_id and last_event_id.strip().isdigit():
+        after = max(after, int(last_event_id.strip()))
+    if not stream:
+        events = await svc.store.events_after(batch_id, after, 1000)
+        return {"events": [event_view(e) for e in events]}
+
+    async def frames() -> AsyncIterator[str]:
+        cursor = after
+        idle = 0
+        yield "retry: 1000\n\n"
+        while True:
+            events = await svc.store.events_after(batch_id, cursor, 500)
+            for event in events:
+                cursor = event.id or cursor
+                yield sse_frame(event_view(event))
+            if events:
+                idle = 0
+                continue
+            batch = await svc.store.get_batch(batch_id)
+            if batch is None or batch.finished:
+                # Everything up to the end was sent; a retry later starts a new stream.
+                return
+            if await request.is_disconnected():
+                return
+            idle += 1
+            if idle % 30 == 0:
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(svc.settings.poll_interval_s)
+
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

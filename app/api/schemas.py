@@ -1,0 +1,158 @@
+"""Request and response bodies of the v1 API (they also make the OpenAPI document)."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
+QueueName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CompensationIn(Strict):
+    name: Name
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobObjectIn(Strict):
+    name: Name
+    args: dict[str, Any] = Field(default_factory=dict)
+    compensation: Name | CompensationIn | None = None
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    timeout_s: float | None = Field(default=None, gt=0, le=86400)
+    queue: QueueName | None = None
+
+
+def _job_form(value: Any) -> str:
+    if isinstance(value, str):
+        return "name"
+    if isinstance(value, list):
+        return "pair"
+    return "object"
+
+
+# A job is "Name", ["Name", "CompensationName"] or {name, args?, compensation?, ...}.
+JobIn = Annotated[
+    Annotated[Name, Tag("name")]
+    | Annotated[list[Name], Field(min_length=1, max_length=2), Tag("pair")]
+    | Annotated[JobObjectIn, Tag("object")],
+    Discriminator(_job_form),
+]
+
+
+class WebhookIn(Strict):
+    url: AnyHttpUrl
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def http_only(cls, v: AnyHttpUrl) -> AnyHttpUrl:
+        if v.scheme not in ("http", "https"):
+            raise ValueError("must be an http(s) URL")
+        return v
+
+
+class CallbackJobIn(Strict):
+    name: Name
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class CallbackIn(Strict):
+    """A webhook, a callback job, or both."""
+
+    url: AnyHttpUrl | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    job: CallbackJobIn | None = None
+
+    @model_validator(mode="after")
+    def one_target(self) -> "CallbackIn":
+        if self.url is None and self.job is None:
+            raise ValueError("give a url, a job, or both")
+        if self.url is not None and self.url.scheme not in ("http", "https"):
+            raise ValueError("url must be http(s)")
+        return self
+
+
+class EventHookIn(WebhookIn):
+    events: list[str] | None = None  # None: every event type
+
+
+class BatchIn(Strict):
+    type: Literal["parallel", "chain"] = "parallel"
+    jobs: list[JobIn] | None = Field(default=None, min_length=1, max_length=100_000)
+    # Shorthand: one job name and a list of items, one job per item (`item` argument).
+    job: Name | None = None
+    items: list[Any] | None = Field(default=None, min_length=1, max_length=100_000)
+    context: dict[str, Any] = Field(default_factory=dict)
+    queue: QueueName | None = None
+    failure_policy: Literal["fail_fast", "allow_failures"] | None = None
+    max_concurrency: int | None = Field(default=None, ge=1)
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    timeout_s: float | None = Field(default=None, gt=0, le=86400)
+    on_complete: CallbackIn | None = None
+    on_failure: CallbackIn | None = None
+    on_event: EventHookIn | None = None
+
+    def shape_error(self) -> tuple[str, str] | None:
+        """(field, message) when jobs / job / items do not fit together."""
+        if self.jobs is None and self.job is None:
+            return "jobs", "give `jobs`, or `job` with `items`"
+        if self.jobs is not None and (self.job is not None or self.items is not None):
+            return "jobs", "give either `jobs` or `job` with `items`, not both"
+        if self.job is not None and self.items is None:
+            return "items", "`job` needs `items`"
+        if self.items is not None and self.job is None:
+            return "job", "`items` needs `job`, the job name to run for each item"
+        return None
+
+
+class ChainIn(BatchIn):
+    type: Literal["chain"] = "chain"
+
+
+class AddJobsIn(Strict):
+    jobs: list[JobIn] = Field(min_length=1)
+
+
+class RetryJobsIn(Strict):
+    job_ids: list[str] = Field(min_length=1)
+
+
+class ClaimIn(Strict):
+    max: int = Field(default=1, ge=1, le=100)
+    wait_s: float = Field(default=0.0, ge=0, le=60)
+    worker: str | None = Field(default=None, max_length=200)
+
+
+class StartIn(Strict):
+    attempt: int = Field(ge=1)
+    worker: str | None = Field(default=None, max_length=200)
+
+
+class ReportIn(Strict):
+    attempt: int = Field(ge=1)
+    lease: str | None = None
+
+
+class CompleteIn(ReportIn):
+    result: Any = None
+    context: dict[str, Any] | None = None
+
+
+class FailIn(ReportIn):
+    error: str = Field(min_length=1, max_length=20000)
+    retryable: bool = True
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,42 @@
+"""Worker-facing routes: claim, start, heartbeat, complete, fail."""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path
+
+from app.api.deps import get_services
+from app.api.schemas import ClaimIn, CompleteIn, FailIn, ReportIn, StartIn
+from app.container import Services
+
+router = APIRouter(prefix="/v1", tags=["workers"])
+Svc = Annotated[Services, Depends(get_services)]
+QueuePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]+$", max_length=100)]
+
+
+@router.post("/queues/{queue}/claim", summary="Long-poll for up to `max` messages of a queue")
+async def claim(queue: QueuePath, svc: Svc, body: ClaimIn | None = None) -> dict[str, Any]:
+    body = body or ClaimIn()
+    wait = min(body.wait_s, svc.settings.max_claim_wait_s)
+    messages = await svc.claims.claim(queue, body.max, wait, body.worker)
+    return {"messages": messages}
+
+
+@router.post("/jobs/{job_id}/start", summary="Take the lease of a message read straight from the broker")
+async def start(job_id: str, body: StartIn, svc: Svc) -> dict[str, Any]:
+    return await svc.orchestrator.start(job_id, body.attempt, body.worker)
+
+
+@router.post("/jobs/{job_id}/heartbeat", summary="Extend the lease of a running attempt")
+async def heartbeat(job_id: str, body: ReportIn, svc: Svc) -> dict[str, Any]:
+    return await svc.orchestrator.heartbeat(job_id, body.attempt, body.lease)
+
+
+@router.post("/jobs/{job_id}/complete", summary="Report an attempt done, with result and context update")
+async def complete(job_id: str, body: CompleteIn, svc: Svc) -> dict[str, Any]:
+    return await svc.orchestrator.complete(job_id, body.attempt, body.lease, body.result, body.context)
+
+
+@router.post("/jobs/{job_id}/fail", summary="Report an attempt failed")
+async def fail(job_id: str, body: FailIn, svc: Svc) -> dict[str, Any]:
+    return await svc.orchestrator.fail(job_id, body.attempt, body.lease, body.error, body.retryable)

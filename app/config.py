@@ -1,0 +1,73 @@
+"""All settings in one place, read from BATCHQ_* environment variables."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class QueueConfig(BaseModel):
+    """Per-queue defaults; a job's own values win."""
+
+    visibility_timeout_s: float | None = None
+    max_attempts: int | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BATCHQ_", extra="ignore")
+
+    # Where batches live: sqlite+aiosqlite:///…, postgresql+asyncpg://…, or redis://…
+    database_url: str = "sqlite+aiosqlite:///./batchq.db"
+    # What carries job messages: "sql" (a queue table in the SQL store) or redis://…
+    broker_url: str = "sql"
+    # Redis keys (store and streams) live under this prefix.
+    redis_prefix: str = "batchq"
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Delivery
+    default_visibility_timeout_s: float = 60.0  # lease length of a running attempt
+    default_max_attempts: int = 1
+    retry_backoff_base_s: float = 1.0  # delay before attempt n+1 = base * 2**(n-1), capped
+    retry_backoff_max_s: float = 300.0
+    # A message fetched from the broker but never turned into a running attempt
+    # (the fetching process died) becomes visible again after this long.
+    claim_timeout_s: float = 30.0
+    max_claim_wait_s: float = 30.0
+
+    # Named queues: JSON object {"name": {"visibility_timeout_s": .., "max_attempts": ..}}
+    queues: dict[str, QueueConfig] = Field(default_factory=dict)
+    allow_undeclared_queues: bool = True
+
+    # Background loops run inside every API process; all are safe to run on N replicas.
+    background: bool = True
+    poll_interval_s: float = 0.2
+    reaper_interval_s: float = 1.0
+
+    # Webhooks
+    webhook_secret: str = "change-me"
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_base_s: float = 1.0
+    webhook_backoff_max_s: float = 600.0
+
+    # Redis store: finished batches expire after this many seconds.
+    finished_ttl_s: int = 86400
+
+    def queue_config(self, name: str) -> QueueConfig | None:
+        return self.queues.get(name)
+
+    @property
+    def store_kind(self) -> str:
+        return "redis" if self.database_url.startswith(("redis://", "rediss://", "unix://")) else "sql"
+
+    @property
+    def broker_kind(self) -> str:
+        return "redis" if self.broker_url.startswith(("redis://", "rediss://", "unix://")) else "sql"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,125 @@
+"""The Store interface: every backend (SQL, Redis) implements it, the services use only it.
+
+A state change runs as one *operation*: `Store.run(fn)` calls `fn(uow)` inside one atomic
+unit of work and retries it from the start when the backend reports a lost race. `fn`
+must do nothing but read and write through the unit of work. Every operation first calls
+`lock_batch`, which serialises all changes of one batch (a row lock in SQL, a version
+check in Redis); that is what makes "the last two jobs finish at once" fire exactly once.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from app.domain.models import Attempt, Batch, Event, Job, Message, Webhook
+
+T = TypeVar("T")
+
+
+class UnitOfWork(ABC):
+    """Reads and writes of one operation. Reads see this operation's own writes."""
+
+    @abstractmethod
+    async def lock_batch(self, batch_id: str) -> Batch | None: ...
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    async def get_attempt(self, job_id: str, attempt: int) -> Attempt | None: ...
+
+    @abstractmethod
+    async def jobs_by_status(
+        self, batch_id: str, kind: str, statuses: Iterable[str], limit: int | None = None
+    ) -> list[Job]:
+        """Jobs of one kind in the given statuses, in position order."""
+
+    @abstractmethod
+    async def add_batch(self, batch: Batch) -> None: ...
+
+    @abstractmethod
+    async def add_jobs(self, jobs: list[Job]) -> None: ...
+
+    @abstractmethod
+    async def add_attempt(self, attempt: Attempt) -> None: ...
+
+    @abstractmethod
+    async def save_batch(self, batch: Batch) -> None: ...
+
+    @abstractmethod
+    async def save_job(self, job: Job) -> None: ...
+
+    @abstractmethod
+    async def save_attempt(self, attempt: Attempt) -> None: ...
+
+    @abstractmethod
+    async def enqueue(self, message: Message) -> None:
+        """Record a message in the same atomic change (the outbox)."""
+
+    @abstractmethod
+    async def add_event(self, event: Event) -> None: ...
+
+    @abstractmethod
+    async def add_webhook(self, webhook: Webhook) -> None: ...
+
+
+class Store(ABC):
+    @abstractmethod
+    async def init(self) -> None:
+        """Connect, and create or migrate the schema when that is allowed."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def run(self, operation: Callable[[UnitOfWork], Awaitable[T]]) -> T: ...
+
+    # Reads (no lock; each is a consistent snapshot of one record or page).
+    @abstractmethod
+    async def get_batch(self, batch_id: str) -> Batch | None: ...
+
+    @abstractmethod
+    async def list_batches(
+        self, status: str | None, queue: str | None, limit: int, before: str | None
+    ) -> list[Batch]:
+        """Newest first; `before` is the id of the last batch of the previous page."""
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    async def list_jobs(
+        self, batch_id: str, status: str | None, kind: str | None, limit: int, offset: int
+    ) -> list[Job]: ...
+
+    @abstractmethod
+    async def list_attempts(self, job_id: str) -> list[Attempt]: ...
+
+    @abstractmethod
+    async def events_after(self, batch_id: str, after_id: int, limit: int) -> list[Event]: ...
+
+    @abstractmethod
+    async def list_webhooks(self, batch_id: str) -> list[Webhook]: ...
+
+    # Background work (safe with many API processes at once).
+    @abstractmethod
+    async def expired_attempts(self, now: float, limit: int) -> list[tuple[str, int]]:
+        """(job_id, attempt) of running attempts whose lease ran out."""
+
+    @abstractmethod
+    async def claim_due_webhooks(self, now: float, limit: int, hold_s: float) -> list[Webhook]:
+        """Webhooks due for a delivery attempt, hidden from other senders for hold_s."""
+
+    @abstractmethod
+    async def save_webhook(self, webhook: Webhook) -> None: ...
+
+    @abstractmethod
+    async def queue_counts(self) -> dict[str, dict[str, int]]:
+        """{queue: {"queued": n, "running": m}} over unfinished jobs."""
+
+    async def healthy(self) -> bool:
+        return True
+
+    def info(self) -> dict[str, Any]:
+        return {}

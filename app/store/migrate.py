@@ -1,0 +1,28 @@
+"""Run the Alembic migrations in migrations/ on an async engine (used by `batchq migrate`
+and, for the embedded default, on start-up)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(connection=None) -> Config:  # noqa: ANN001
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several API replicas may start at once: one migrates, the others wait.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(824061)"))
+        await conn.run_sync(lambda sync_conn: command.upgrade(alembic_config(sync_conn), revision))
