@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 
 from app.broker.base import Broker, Delivery
+from app.dispatch.loops import wait_event
 from app.store import sql_schema as t
 from app.store.sql import SqlStore
 
@@ -61,11 +62,8 @@ class SqlQueueBroker(Broker):
             remaining = deadline - time.monotonic()
             if found or remaining <= 0:
                 return found
-            try:
-                # Local commits wake us at once; other processes' commits within a poll.
-                await asyncio.wait_for(wakeup.wait(), timeout=min(remaining, self.poll_interval_s))
-            except asyncio.TimeoutError:
-                pass
+            # Local commits wake us at once; other processes' commits within a poll.
+            await wait_event(wakeup, min(remaining, self.poll_interval_s))
 
     async def ack(self, deliveries: list[Delivery]) -> None:
         if deliveries:

@@ -23,8 +23,19 @@ async def run_forever(name: str, step: Callable[[], Awaitable[int]], idle_s: flo
         if wakeup is None:
             await asyncio.sleep(idle_s)
             continue
-        try:
-            await asyncio.wait_for(wakeup.wait(), timeout=idle_s)
-        except asyncio.TimeoutError:
-            pass
+        await wait_event(wakeup, idle_s)
         wakeup.clear()
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for `event` up to `timeout` seconds; True if it was set.
+
+    Uses asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+    cancellation that arrives just as the event is set, and the loop never stops.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+        return True
+    except TimeoutError:
+        return False

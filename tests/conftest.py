@@ -1,0 +1,243 @@
+"""Test harness: every behaviour test runs against every store × broker combination.
+
+Backends (BATCHQ_TEST_BACKENDS, comma separated, default all):
+  sqlite    SQLite store + SQL queue        (the embedded default)
+  pg-sql    PostgreSQL store + SQL queue
+  pg-redis  PostgreSQL store + Redis Streams
+  redis     Redis store + Redis Streams
+
+PostgreSQL and Redis must be reachable (127.0.0.1:5432 db `test`, 127.0.0.1:6379); the
+tests use their own database `batchq_test` and a fresh key prefix per test, and clean up.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from app.config import Settings
+from app.main import create_app
+
+PG_ADMIN_DSN = os.environ.get("BATCHQ_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
+PG_DB = os.environ.get("BATCHQ_TEST_PG_DB", "batchq_test")
+PG_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
+REDIS_URL = os.environ.get("BATCHQ_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+ALL_BACKENDS = ["sqlite", "pg-sql", "pg-redis"]  # "redis" joins when the Redis store lands
+BACKENDS = [b for b in os.environ.get("BATCHQ_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if b]
+
+
+def _pg_admin_dsn() -> str:
+    return PG_ADMIN_DSN
+
+
+async def _ensure_pg_database() -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(_pg_admin_dsn())
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DB)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{PG_DB}"')
+    finally:
+        await conn.close()
+
+
+async def _reset_pg() -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:5432/{PG_DB}")
+    try:
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        )
+        if tables:
+            names = ", ".join(f'"{r["tablename"]}"' for r in tables)
+            await conn.execute(f"TRUNCATE {names} RESTART IDENTITY")
+    finally:
+        await conn.close()
+
+
+async def _drop_redis_prefix(prefix: str) -> None:
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+            await redis.delete(key)
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture(scope="session")
+def pg_ready() -> None:
+    asyncio.run(_ensure_pg_database())
+
+
+def make_settings(backend: str, tmp_path, prefix: str, **overrides: Any) -> Settings:
+    fast = dict(
+        redis_prefix=prefix,
+        poll_interval_s=0.02,
+        reaper_interval_s=0.05,
+        retry_backoff_base_s=0.05,
+        retry_backoff_max_s=0.2,
+        claim_timeout_s=2.0,
+        webhook_backoff_base_s=0.05,
+        webhook_backoff_max_s=0.2,
+        webhook_timeout_s=2.0,
+        webhook_secret="test-secret",
+    )
+    fast.update(overrides)
+    if backend == "sqlite":
+        return Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/batchq.db", broker_url="sql", **fast)
+    if backend == "pg-sql":
+        return Settings(database_url=PG_URL, broker_url="sql", **fast)
+    if backend == "pg-redis":
+        return Settings(database_url=PG_URL, broker_url=REDIS_URL, **fast)
+    if backend == "redis":
+        return Settings(database_url=REDIS_URL, broker_url=REDIS_URL, **fast)
+    raise ValueError(backend)
+
+
+class Api:
+    """An in-process batchq (real store and broker) and an HTTP client for it."""
+
+    def __init__(self, app, client: httpx.AsyncClient, backend: str, settings: Settings):
+        self.app = app
+        self.client = client
+        self.backend = backend
+        self.settings = settings
+
+    @property
+    def services(self):  # noqa: ANN201
+        return self.app.state.services
+
+    async def post(self, url: str, json: Any = None, **kw: Any) -> httpx.Response:
+        return await self.client.post(url, json=json, **kw)
+
+    async def get(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.client.get(url, **kw)
+
+    async def create(self, body: dict[str, Any], expect: int = 201) -> dict[str, Any]:
+        r = await self.post("/v1/batches", body)
+        assert r.status_code == expect, r.text
+        return r.json()
+
+    async def batch(self, batch_id: str) -> dict[str, Any]:
+        r = await self.get(f"/v1/batches/{batch_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def jobs(self, batch_id: str, **params: Any) -> list[dict[str, Any]]:
+        r = await self.get(f"/v1/batches/{batch_id}/jobs", params={"limit": 1000, **params})
+        assert r.status_code == 200, r.text
+        return r.json()["jobs"]
+
+    async def claim(self, queue: str = "default", max: int = 10, wait_s: float = 0.0) -> list[dict[str, Any]]:
+        r = await self.post(f"/v1/queues/{queue}/claim", {"max": max, "wait_s": wait_s})
+        assert r.status_code == 200, r.text
+        return r.json()["messages"]
+
+    async def claim_until(self, count: int, queue: str = "default", timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Claim until `count` messages arrived (a relay or a backoff may delay them)."""
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            got += await self.claim(queue, max=count - len(got), wait_s=0.2)
+        assert len(got) == count, f"expected {count} messages on {queue!r}, got {len(got)}: {got}"
+        return got
+
+    async def complete(self, msg: dict[str, Any], expect: int = 200, **body: Any) -> dict[str, Any]:
+        r = await self.post(f"/v1/jobs/{msg['job_id']}/complete", {"attempt": msg["attempt"], **body})
+        assert r.status_code == expect, r.text
+        return r.json()
+
+    async def fail(self, msg: dict[str, Any], error: str = "boom", expect: int = 200, **body: Any) -> dict[str, Any]:
+        r = await self.post(f"/v1/jobs/{msg['job_id']}/fail", {"attempt": msg["attempt"], "error": error, **body})
+        assert r.status_code == expect, r.text
+        return r.json()
+
+    async def wait_status(self, batch_id: str, *statuses: str, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            batch = await self.batch(batch_id)
+            if batch["status"] in statuses:
+                return batch
+            if time.monotonic() > deadline:
+                raise AssertionError(f"batch stayed {batch['status']}, wanted {statuses}: {batch}")
+            await asyncio.sleep(0.02)
+
+    async def run_all(self, handler=None, queue: str = "default", timeout: float = 10.0) -> list[dict[str, Any]]:  # noqa: ANN001
+        """Act as a worker until the queue stays empty: complete every message (or call handler)."""
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        idle = 0
+        while time.monotonic() < deadline and idle < 3:
+            msgs = await self.claim(queue, max=50, wait_s=0.1)
+            if not msgs:
+                idle += 1
+                continue
+            idle = 0
+            for msg in msgs:
+                seen.append(msg)
+                if handler is None:
+                    await self.complete(msg)
+                else:
+                    await handler(msg)
+        return seen
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:  # noqa: ANN001
+    if request.param.startswith("pg"):
+        request.getfixturevalue("pg_ready")
+    return request.param
+
+
+async def start_api(backend: str, tmp_path, **overrides: Any):  # noqa: ANN201
+    prefix = f"batchq-test-{uuid.uuid4().hex[:12]}"
+    if backend.startswith("pg"):
+        await _reset_pg()
+    settings = make_settings(backend, tmp_path, prefix, **overrides)
+    app = create_app(settings)
+    ctx = app.router.lifespan_context(app)
+    await ctx.__aenter__()
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://batchq.test", timeout=30)
+    api = Api(app, client, backend, settings)
+
+    async def stop() -> None:
+        await client.aclose()
+        await ctx.__aexit__(None, None, None)
+        if backend in ("pg-redis", "redis"):
+            await _drop_redis_prefix(prefix)
+
+    return api, stop
+
+
+@pytest.fixture
+async def api(backend: str, tmp_path) -> AsyncIterator[Api]:
+    api, stop = await start_api(backend, tmp_path)
+    try:
+        yield api
+    finally:
+        await stop()
+
+
+@pytest.fixture
+async def api_factory(backend: str, tmp_path):  # noqa: ANN201
+    """Start an api with settings overrides: `api = await api_factory(default_max_attempts=3)`."""
+    stops = []
+
+    async def factory(**overrides: Any) -> Api:
+        api, stop = await start_api(backend, tmp_path, **overrides)
+        stops.append(stop)
+        return api
+
+    yield factory
+    for stop in reversed(stops):
+        await stop()
