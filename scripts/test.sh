@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite: venv, dependencies, PostgreSQL + Redis, pytest.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k chain).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+bash scripts/services.sh
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
