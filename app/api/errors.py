@@ -8,7 +8,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.domain.errors import DomainError
 
-UNION_TAGS = {"name", "pair", "object"}
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
@@ -24,11 +23,11 @@ def field_path(loc: tuple) -> str:
     if parts and parts[0] in ("body", "query", "path"):
         parts = parts[1:]
     out = ""
-    for i, part in enumerate(parts):
+    for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in UNION_TAGS and i > 0 and isinstance(parts[i - 1], int):
-            continue  # which job form was tried: not part of the user's path
+        elif isinstance(part, str) and part.startswith("form:"):
+            continue  # which form of a job / compensation was given: not part of the path
         elif isinstance(part, str) and ("[" in part or part.startswith("function-")):
             continue  # pydantic's internal union labels
         else:

@@ -18,29 +18,39 @@ class CompensationIn(Strict):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
+def _form(value: Any) -> str:
+    """Which form a job / compensation was given in (errors then concern that form only)."""
+    if isinstance(value, str):
+        return "form:name"
+    if isinstance(value, list):
+        return "form:pair"
+    return "form:object"
+
+
+# A compensation is "Name" or {name, args?}.
+CompensationField = Annotated[
+    Annotated[Name, Tag("form:name")] | Annotated[CompensationIn, Tag("form:object")],
+    Discriminator(_form),
+]
+
+
 class JobObjectIn(Strict):
     name: Name
     args: dict[str, Any] = Field(default_factory=dict)
-    compensation: Name | CompensationIn | None = None
+    compensation: CompensationField | None = None
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     timeout_s: float | None = Field(default=None, gt=0, le=86400)
     queue: QueueName | None = None
 
 
-def _job_form(value: Any) -> str:
-    if isinstance(value, str):
-        return "name"
-    if isinstance(value, list):
-        return "pair"
-    return "object"
 
 
 # A job is "Name", ["Name", "CompensationName"] or {name, args?, compensation?, ...}.
 JobIn = Annotated[
-    Annotated[Name, Tag("name")]
-    | Annotated[list[Name], Field(min_length=1, max_length=2), Tag("pair")]
-    | Annotated[JobObjectIn, Tag("object")],
-    Discriminator(_job_form),
+    Annotated[Name, Tag("form:name")]
+    | Annotated[list[Name], Field(min_length=1, max_length=2), Tag("form:pair")]
+    | Annotated[JobObjectIn, Tag("form:object")],
+    Discriminator(_form),
 ]
 
 

@@ -1,0 +1,242 @@
+"""Compensation, failure policies, cancel and retry (issue 3)."""
+from __future__ import annotations
+
+
+async def test_parallel_failed_job_runs_its_compensation(api):
+    batch = await api.create(
+        {
+            "jobs": [
+                ["ChargeCard", "RefundCard"],
+                {"name": "Reserve", "args": {"sku": "x"}, "compensation": {"name": "Release", "args": {"why": "undo"}}},
+                "Notify",
+            ],
+            "context": {"order": 7},
+            "failure_policy": "allow_failures",
+        }
+    )
+    msgs = {m["name"]: m for m in await api.claim_until(3)}
+    await api.complete(msgs["ChargeCard"])
+    await api.fail(msgs["Reserve"], "out of stock")
+    (comp,) = await api.claim_until(1)
+    assert comp["name"] == "Release" and comp["kind"] == "compensation"
+    info = comp["args"]["_compensation"]
+    assert info["batch_id"] == batch["id"]
+    assert info["original_job_id"] == msgs["Reserve"]["job_id"]
+    assert info["original_job_name"] == "Reserve"
+    assert info["error"] == "out of stock"
+    assert info["context"] == {"order": 7}
+    assert comp["args"]["why"] == "undo"
+    # The batch waits for the compensation too.
+    await api.complete(msgs["Notify"])
+    assert (await api.batch(batch["id"]))["status"] == "compensating"
+    await api.complete(comp)
+    final = await api.batch(batch["id"])
+    assert final["status"] == "completed_with_failures"
+    assert final["compensations"] == {"open": 0, "completed": 1, "failed": 0}
+    assert final["completed"] == 2 and final["failed"] == 1
+
+
+async def test_chain_failure_compensates_completed_steps_in_reverse(api):
+    batch = await api.create(
+        {
+            "type": "chain",
+            "jobs": [["Book", "Unbook"], ["Pay", "Refund"], "Log", ["Ship", "Unship"], ["Email", "Unemail"]],
+            "context": {"trip": 1},
+        }
+    )
+    steps = {}
+    for name, ctx in [("Book", {"booking": "B1"}), ("Pay", {"payment": "P1"}), ("Log", None)]:
+        (m,) = await api.claim_until(1)
+        assert m["name"] == name
+        steps[name] = m
+        await api.complete(m, context=ctx)
+    (ship,) = await api.claim_until(1)
+    await api.fail(ship, "carrier down")
+    assert (await api.batch(batch["id"]))["status"] == "compensating"
+    order = []
+    for _ in range(2):
+        (comp,) = await api.claim_until(1)
+        assert await api.claim() == []  # one compensation at a time
+        order.append(comp)
+        await api.complete(comp)
+    assert [c["name"] for c in order] == ["Refund", "Unbook"]  # reverse order of completion
+    refund = order[0]["args"]["_compensation"]
+    assert refund["original_job_id"] == steps["Pay"]["job_id"] and refund["error"] == "carrier down"
+    # The context as it stood when Pay ran (after Book, before Pay's own update).
+    assert refund["context"] == {"trip": 1, "booking": "B1"}
+    final = await api.batch(batch["id"])
+    assert final["status"] == "failed" and final["cancelled"] == 1 and final["failed"] == 1
+    assert final["error"]["job_id"] == ship["job_id"]
+    email = [j for j in await api.jobs(batch["id"]) if j["name"] == "Email"][0]
+    assert email["status"] == "cancelled"
+    assert await api.claim() == []  # the failed step's own compensation (Unship) does not run
+
+
+async def test_failing_compensation_is_retried_recorded_and_does_not_block_the_rest(api):
+    batch = await api.create(
+        {
+            "type": "chain",
+            "jobs": [
+                {"name": "A", "compensation": "UndoA"},
+                {"name": "B", "compensation": "UndoB", "max_attempts": 2},
+                "C",
+            ],
+        }
+    )
+    for _ in range(2):
+        (m,) = await api.claim_until(1)
+        await api.complete(m)
+    (c,) = await api.claim_until(1)
+    await api.fail(c, "nope")
+    (undo_b,) = await api.claim_until(1)
+    assert undo_b["name"] == "UndoB" and undo_b["max_attempts"] == 2
+    await api.fail(undo_b, "refund api down")
+    (undo_b2,) = await api.claim_until(1)
+    assert undo_b2["name"] == "UndoB" and undo_b2["attempt"] == 2
+    await api.fail(undo_b2, "refund api still down")
+    (undo_a,) = await api.claim_until(1)
+    assert undo_a["name"] == "UndoA"
+    await api.complete(undo_a)
+    final = await api.batch(batch["id"])
+    assert final["status"] == "failed"
+    assert final["compensations"] == {"open": 0, "completed": 1, "failed": 1}
+    comps = await api.jobs(batch["id"], kind="compensation")
+    assert {(j["name"], j["status"]) for j in comps} == {("UndoB", "failed"), ("UndoA", "completed")}
+    undo_b_job = next(j for j in comps if j["name"] == "UndoB")
+    assert undo_b_job["error"] == "refund api still down" and undo_b_job["attempts"] == 2
+
+
+async def test_fail_fast_cancels_jobs_not_yet_started(api):
+    batch = await api.create({"jobs": ["A", "B", "C", "D"], "max_concurrency": 2})
+    a, b = await api.claim_until(2)
+    await api.fail(a, "bad")
+    # B is still running; C and D were never dispatched and never will be.
+    mid = await api.batch(batch["id"])
+    assert mid["status"] == "running" and mid["cancelled"] == 2 and mid["error"]["job_id"] == a["job_id"]
+    await api.complete(b)
+    assert await api.claim() == []
+    final = await api.batch(batch["id"])
+    assert (final["status"], final["completed"], final["failed"], final["cancelled"]) == ("failed", 1, 1, 2)
+
+
+async def test_fail_fast_drops_queued_messages(api):
+    batch = await api.create({"jobs": ["A", "B", "C"]})
+    (a,) = await api.claim_until(1)
+    await api.fail(a, "bad")
+    # B and C were queued before the failure: a worker claiming now gets nothing.
+    assert await api.claim(max=10, wait_s=0.3) == []
+    final = await api.batch(batch["id"])
+    assert (final["status"], final["failed"], final["cancelled"]) == ("failed", 1, 2)
+
+
+async def test_allow_failures_runs_everything_and_reports_counts(api):
+    batch = await api.create({"jobs": ["A", "B", "C"], "failure_policy": "allow_failures"})
+    msgs = await api.claim_until(3)
+    await api.fail(msgs[0], "e1")
+    await api.fail(msgs[1], "e2")
+    await api.complete(msgs[2])
+    final = await api.batch(batch["id"])
+    assert (final["status"], final["completed"], final["failed"]) == ("completed_with_failures", 1, 2)
+
+
+async def test_cancel_stops_dispatch_and_refuses_reports(api):
+    batch = await api.create({"jobs": ["A", "B", "C", "D"], "max_concurrency": 2})
+    a, b = await api.claim_until(2)
+    r = await api.post(f"/v1/batches/{batch['id']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert r.json()["cancelled"] == 4
+    await api.complete(a, expect=409)
+    r = await api.post(f"/v1/jobs/{b['job_id']}/heartbeat", {"attempt": b["attempt"]})
+    assert r.status_code == 409
+    assert await api.claim(max=10, wait_s=0.2) == []
+    again = await api.post(f"/v1/batches/{batch['id']}/cancel")
+    assert again.status_code == 409 and "cancelled" in again.json()["error"]["message"]
+    unknown = await api.post("/v1/batches/00000000-0000-0000-0000-000000000000/cancel")
+    assert unknown.status_code == 404
+
+
+async def test_cancel_drops_messages_already_queued(api):
+    batch = await api.create({"jobs": ["A", "B"]})
+    await api.post(f"/v1/batches/{batch['id']}/cancel")
+    assert await api.claim(max=10, wait_s=0.3) == []
+    assert (await api.batch(batch["id"]))["status"] == "cancelled"
+
+
+async def test_failed_jobs_list_has_details(api):
+    batch = await api.create(
+        {"jobs": [{"name": "A", "args": {"n": 1}}, "B"], "failure_policy": "allow_failures"}
+    )
+    msgs = {m["name"]: m for m in await api.claim_until(2)}
+    await api.fail(msgs["A"], "exploded")
+    await api.complete(msgs["B"])
+    failed = await api.jobs(batch["id"], status="failed")
+    assert len(failed) == 1
+    job = failed[0]
+    assert job["id"] == msgs["A"]["job_id"] and job["name"] == "A" and job["args"] == {"n": 1}
+    assert job["error"] == "exploded" and job["attempts"] == 1 and job["failed_at"]
+
+
+async def test_retry_all_failed_jobs_brings_a_failed_batch_to_completed(api):
+    batch = await api.create({"jobs": ["A", "B", "C"], "max_concurrency": 2})
+    msgs = {m["name"]: m for m in await api.claim_until(2)}
+    await api.complete(msgs["A"])
+    await api.fail(msgs["B"], "transient")
+    # C had not started, so fail-fast cancelled it.
+    assert (await api.batch(batch["id"]))["status"] == "failed"
+    r = await api.post(f"/v1/batches/{batch['id']}/retry")
+    assert r.status_code == 200, r.text
+    assert r.json()["retried"] == [msgs["B"]["job_id"]]
+    running = r.json()["batch"]
+    assert running["status"] == "running" and running["failed"] == 0 and running["cancelled"] == 0
+    again = await api.claim_until(2)
+    assert {m["name"] for m in again} == {"B", "C"}
+    b = next(m for m in again if m["name"] == "B")
+    assert b["attempt"] == 2
+    for m in again:
+        await api.complete(m)
+    final = await api.batch(batch["id"])
+    assert (final["status"], final["completed"], final["failed"]) == ("completed", 3, 0)
+
+
+async def test_retry_chosen_jobs_and_422_naming_bad_ids(api):
+    batch = await api.create({"jobs": ["A", "B", "C"], "failure_policy": "allow_failures"})
+    msgs = {m["name"]: m for m in await api.claim_until(3)}
+    await api.fail(msgs["A"], "x")
+    await api.fail(msgs["B"], "y")
+    r = await api.post(f"/v1/batches/{batch['id']}/jobs/retry", {"job_ids": [msgs["A"]["job_id"], msgs["C"]["job_id"]]})
+    # C is running, not failed: nothing is retried and the error names it.
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["field"] == "job_ids" and msgs["C"]["job_id"] in err["message"] and msgs["A"]["job_id"] not in err["message"]
+    assert (await api.batch(batch["id"]))["failed"] == 2
+    r = await api.post(f"/v1/batches/{batch['id']}/jobs/retry", {"job_ids": [msgs["A"]["job_id"]]})
+    assert r.status_code == 200 and r.json()["retried"] == [msgs["A"]["job_id"]]
+    (a2,) = await api.claim_until(1)
+    assert a2["job_id"] == msgs["A"]["job_id"] and a2["attempt"] == 2
+    await api.complete(a2)
+    await api.complete(msgs["C"])
+    final = await api.batch(batch["id"])
+    assert (final["status"], final["completed"], final["failed"]) == ("completed_with_failures", 2, 1)
+
+
+async def test_retry_refused_for_cancelled_batch_and_batch_without_failures(api):
+    batch = await api.create({"jobs": ["A"]})
+    r = await api.post(f"/v1/batches/{batch['id']}/retry")
+    assert r.status_code == 409
+    await api.post(f"/v1/batches/{batch['id']}/cancel")
+    r = await api.post(f"/v1/batches/{batch['id']}/retry")
+    assert r.status_code == 409 and "cancelled" in r.json()["error"]["message"]
+
+
+async def test_bad_compensation_and_callback_input_is_422(api):
+    for body, field in [
+        ({"jobs": [["A", ""]]}, "jobs[0][1]"),
+        ({"jobs": [{"name": "A", "compensation": ""}]}, "jobs[0].compensation"),
+        ({"jobs": [{"name": "A", "compensation": {"name": ""}}]}, "jobs[0].compensation.name"),
+        ({"jobs": ["A"], "on_complete": {"url": "ftp://example.com/x"}}, "on_complete.url"),
+        ({"jobs": ["A"], "on_failure": {}}, "on_failure"),
+    ]:
+        r = await api.post("/v1/batches", body)
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["error"]["field"].startswith(field), (body, r.json())
+    assert (await api.get("/v1/batches")).json()["batches"] == []
