@@ -1,0 +1,81 @@
+"""What a handler sees (JobContext) and what it may return or raise."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class PermanentError(Exception):
+    """Raise from a handler when retrying cannot help: the job fails without further attempts."""
+
+
+@dataclass
+class JobResult:
+    """Return this to report a context update (merged into a chain's context) with the result."""
+
+    result: Any = None
+    context: dict[str, Any] | None = None
+
+
+AddJobs = Callable[[str, list[Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class JobContext:
+    job_id: str
+    batch_id: str
+    attempt: int
+    name: str
+    kind: str
+    position: int
+    queue: str
+    context: dict[str, Any]
+    compensation: dict[str, Any] | None
+    lease: str | None
+    timeout_s: float | None
+    message: dict[str, Any] = field(repr=False)
+    _add_jobs: AddJobs = field(repr=False)
+    _loop: asyncio.AbstractEventLoop = field(repr=False)
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any], add_jobs: AddJobs, loop: asyncio.AbstractEventLoop) -> "JobContext":
+        return cls(
+            job_id=message["job_id"],
+            batch_id=message["batch_id"],
+            attempt=int(message["attempt"]),
+            name=message["name"],
+            kind=message.get("kind", "job"),
+            position=message.get("position", 0),
+            queue=message.get("queue", "default"),
+            context=dict(message.get("context") or {}),
+            compensation=message.get("compensation") or (message.get("args") or {}).get("_compensation"),
+            lease=message.get("lease"),
+            timeout_s=message.get("timeout_s"),
+            message=message,
+            _add_jobs=add_jobs,
+            _loop=loop,
+        )
+
+    async def add_jobs_async(self, jobs: list[Any]) -> dict[str, Any]:
+        """Append jobs to this job's batch (for async handlers)."""
+        return await self._add_jobs(self.batch_id, jobs)
+
+    def add_jobs(self, jobs: list[Any], timeout: float = 30.0) -> dict[str, Any]:
+        """Append jobs to this job's batch (for sync handlers, which run in a worker thread).
+
+        The request runs on the worker's event loop, so the same client (and an in-process
+        ASGI transport in tests) serves sync and async handlers alike.
+        """
+        if _on_loop_thread(self._loop):
+            raise RuntimeError("ctx.add_jobs() would block the event loop: use `await ctx.add_jobs_async(...)`")
+        future = asyncio.run_coroutine_threadsafe(self._add_jobs(self.batch_id, jobs), self._loop)
+        return future.result(timeout)
+
+
+def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:  # no loop in this thread: a worker thread
+        return False

@@ -1,0 +1,320 @@
+"""The worker runtime: N concurrent slots fed by one fetch loop per queue.
+
+Each message is run by its handler while a heartbeat keeps its lease alive; the outcome is
+reported with complete / fail. A refused heartbeat (409: the lease expired, the batch was
+cancelled) means someone else owns the job now: the worker stops and reports nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from app.worker.client import ApiClient, Rejected
+from app.worker.context import JobContext, JobResult, PermanentError
+from app.worker.registry import Handler, Registry, is_async
+from app.worker.sources import ClaimSource, Source, StreamSource
+
+log = logging.getLogger("batchq.worker")
+
+
+@dataclass
+class WorkerStats:
+    completed: int = 0
+    failed: int = 0
+    abandoned: int = 0  # a heartbeat or report was refused: the attempt was no longer ours
+
+
+class Worker:
+    def __init__(
+        self,
+        api_url: str,
+        registry: Registry,
+        queues: list[str] | tuple[str, ...] = ("default",),
+        concurrency: int = 1,
+        transport: httpx.AsyncBaseTransport | None = None,
+        broker_url: str | None = None,
+        prefix: str = "batchq",
+        poll_wait_s: float = 5.0,
+        claim_timeout_s: float = 30.0,
+        heartbeat_interval_s: float | None = None,
+        worker_id: str | None = None,
+    ):
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if not queues:
+            raise ValueError("give at least one queue")
+        self.api_url = api_url
+        self.registry = registry
+        self.queues = list(dict.fromkeys(queues))
+        self.concurrency = concurrency
+        self.transport = transport
+        self.broker_url = broker_url
+        self.prefix = prefix
+        self.poll_wait_s = poll_wait_s
+        self.claim_timeout_s = claim_timeout_s
+        self.heartbeat_interval_s = heartbeat_interval_s  # None: a third of the job's timeout_s
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.stats = WorkerStats()
+        self._started = False
+        self._tasks: set[asyncio.Task] = set()
+        self._fetchers: list[asyncio.Task] = []
+        self._last_activity = time.monotonic()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchq-job")
+        self.client = ApiClient(self.api_url, self.transport, self.poll_wait_s + 30, self.concurrency + len(self.queues) + 4)
+        self.source: Source
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            self.source = StreamSource(self.client, self.worker_id, self.broker_url, self.prefix, self.claim_timeout_s)
+        else:
+            self.source = ClaimSource(self.client, self.worker_id)
+        self._fetchers = [asyncio.create_task(self._fetch_loop(q), name=f"fetch-{q}") for q in self.queues]
+        self._started = True
+        self._last_activity = time.monotonic()
+        log.info(
+            "worker %s serving %s (concurrency %d, %s) with jobs: %s",
+            self.worker_id, ", ".join(self.queues), self.concurrency,
+            "redis streams" if isinstance(self.source, StreamSource) else f"HTTP claim from {self.api_url}",
+            ", ".join(self.registry.names) or "(none)",
+        )
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop fetching, let running jobs finish (cancel them after `timeout`), close clients.
+
+        A fetch in progress is allowed to return: its messages are already started and
+        are run rather than left to expire.
+        """
+        if not self._started:
+            return
+        self._stopping.set()
+        await asyncio.gather(*self._fetchers, return_exceptions=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._tasks:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=remaining)
+            if pending and deadline is not None and time.monotonic() >= deadline:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        await self.source.close()
+        await self.client.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._started = False
+
+    def request_stop(self) -> None:
+        """Ask a running `run()` to stop gracefully (safe from a signal handler)."""
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        """Serve until request_stop() is called."""
+        self._stop_requested = asyncio.Event()
+        await self.start()
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self.stop()
+
+    async def run_until_idle(self, idle_s: float = 0.5, timeout: float = 30.0) -> WorkerStats:
+        """Serve until nothing has arrived or run for `idle_s`, then stop (for tests and scripts)."""
+        await self.start()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                now = time.monotonic()
+                if not self._tasks and now - self._last_activity >= idle_s:
+                    return self.stats
+                if now > deadline:
+                    raise TimeoutError(f"worker still busy after {timeout}s ({len(self._tasks)} jobs running)")
+                await asyncio.sleep(0.02)
+        finally:
+            await self.stop()
+
+    # ---- fetching ----------------------------------------------------------------------
+
+    async def _fetch_loop(self, queue: str) -> None:
+        # Each queue's fetcher takes at most its share of the slots, so a long-poll on an
+        # empty queue never holds every slot while another queue has work.
+        share = max(1, min(100, self.concurrency // len(self.queues)))
+        delay = 0.5
+        while not self._stopping.is_set():
+            if not await self._acquire_slot():
+                return
+            taken = 1
+            while taken < share and not self._slots.locked():
+                await self._slots.acquire()
+                taken += 1
+            try:
+                messages = await self.source.fetch(queue, taken, self.poll_wait_s)
+                delay = 0.5
+            except Exception as exc:  # noqa: BLE001 - the API or Redis may be briefly away
+                messages = []
+                log.warning("fetching from %s failed: %s; retrying in %.1fs", queue, exc, delay)
+                await self._sleep_unless_stopping(delay)
+                delay = min(delay * 2, 5.0)
+            for _ in range(max(0, taken - len(messages))):
+                self._slots.release()
+            for message in messages:
+                self._last_activity = time.monotonic()
+                task = asyncio.create_task(self._run(message), name=f"job-{message.get('job_id')}")
+                self._tasks.add(task)
+                task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        self._last_activity = time.monotonic()
+
+    async def _acquire_slot(self) -> bool:
+        """Wait for a free slot; False when the worker is stopping instead."""
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not acquire.done():
+            acquire.cancel()
+        try:
+            await acquire
+        except asyncio.CancelledError:
+            return False
+        if self._stopping.is_set():
+            self._slots.release()
+            return False
+        return True
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
+
+    # ---- running one message -----------------------------------------------------------
+
+    async def _run(self, msg: dict[str, Any]) -> None:
+        name = msg.get("name")
+        handler = self.registry.get(name)
+        if handler is None:
+            known = ", ".join(self.registry.names) or "none"
+            error = f"UnknownJob: no handler for job {name!r} on worker {self.worker_id} (it knows: {known})"
+            log.error("%s", error)
+            await self._report(msg, failure=(error, False))
+            return
+        ctx = JobContext.from_message(msg, self.client.add_jobs, self._loop)
+        lost = asyncio.Event()
+        beat = asyncio.create_task(self._heartbeat(msg, lost))
+        call = asyncio.create_task(self._call(handler, msg.get("args") or {}, ctx))
+        watch = asyncio.create_task(lost.wait())
+        try:
+            await asyncio.wait({call, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            beat.cancel()
+            watch.cancel()
+            if not call.done():
+                call.cancel()  # we were cancelled, or the lease was lost
+        if lost.is_set() and not call.done():
+            self.stats.abandoned += 1
+            log.warning("job %s attempt %s: lease lost; abandoning it", msg["job_id"], msg["attempt"])
+            return
+        try:
+            value = call.result()
+        except PermanentError as exc:
+            await self._report(msg, failure=(_describe(exc), False))
+        except asyncio.CancelledError:
+            self.stats.abandoned += 1  # lost the lease while finishing, or shutting down
+        except Exception as exc:  # noqa: BLE001 - any handler error fails the attempt
+            log.info("job %s (%s) attempt %s failed: %s", msg["job_id"], name, msg["attempt"], _describe(exc))
+            await self._report(msg, failure=(_describe(exc), True))
+        else:
+            if lost.is_set():
+                self.stats.abandoned += 1
+                return
+            await self._report(msg, value=value)
+
+    async def _call(self, handler: Handler, args: dict[str, Any], ctx: JobContext) -> Any:
+        params = (args, ctx) if _wants_context(handler) else (args,)
+        if is_async(handler):
+            return await handler(*params)
+        # Sync handlers run in a thread so they never block heartbeats or other slots.
+        return await self._loop.run_in_executor(self._executor, functools.partial(handler, *params))
+
+    async def _heartbeat(self, msg: dict[str, Any], lost: asyncio.Event) -> None:
+        timeout = msg.get("timeout_s") or max(1.0, (msg.get("lease_expires_at") or time.time() + 60) - time.time())
+        interval = self.heartbeat_interval_s or max(0.05, float(timeout) / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.client.heartbeat(msg)
+            except Rejected as exc:
+                log.info("heartbeat of job %s refused (%s)", msg["job_id"], exc)
+                lost.set()
+                return
+            except Exception as exc:  # noqa: BLE001 - try again next beat; the lease has slack
+                log.warning("heartbeat of job %s failed: %s", msg["job_id"], exc)
+
+    async def _report(self, msg: dict[str, Any], value: Any = None, failure: tuple[str, bool] | None = None) -> None:
+        try:
+            if failure is None:
+                result, context = (value.result, value.context) if isinstance(value, JobResult) else (value, None)
+                problem = _unreportable(result, context)
+                if problem:
+                    failure = (problem, False)
+            if failure is None:
+                await self.client.complete(msg, result, context)
+                self.stats.completed += 1
+            else:
+                await self.client.fail(msg, failure[0], failure[1])
+                self.stats.failed += 1
+        except Rejected as exc:
+            self.stats.abandoned += 1
+            log.warning("report of job %s attempt %s refused: %s", msg["job_id"], msg["attempt"], exc)
+        except Exception:  # noqa: BLE001 - the lease will expire and the job be redelivered
+            self.stats.abandoned += 1
+            log.exception("could not report job %s attempt %s", msg["job_id"], msg["attempt"])
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _unreportable(result: Any, context: Any) -> str | None:
+    if context is not None and not isinstance(context, dict):
+        return f"TypeError: a context update must be a dict, got {type(context).__name__}"
+    try:
+        json.dumps(result)
+        json.dumps(context)
+    except (TypeError, ValueError) as exc:
+        return f"TypeError: the result is not JSON serializable: {exc}"
+    return None
+
+
+@functools.lru_cache(maxsize=512)
+def _wants_context(handler: Handler) -> bool:
+    """True unless the handler takes a single positional argument (`def job(args)`)."""
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) != 1

@@ -1,0 +1,206 @@
+"""The worker runtime and SDK, run in-process against every backend (ASGI transport)."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from app.broker.redis_streams import GROUP, stream_key
+from app.worker import JobContext, JobResult, PermanentError, Registry, Worker
+from examples.registry import registry as examples
+from conftest import REDIS_URL
+
+FINISHED = ("completed", "completed_with_failures", "failed", "cancelled")
+
+
+def make_worker(api, registry: Registry, **kw) -> Worker:  # noqa: ANN001
+    kw.setdefault("poll_wait_s", 0.1)
+    return Worker("http://batchq.test", registry, transport=httpx.ASGITransport(app=api.app), **kw)
+
+
+@asynccontextmanager
+async def running(worker: Worker):
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop(timeout=5)
+
+
+async def results_by_position(api, batch_id: str) -> dict[int, object]:  # noqa: ANN001
+    jobs = await api.jobs(batch_id)
+    results = (await api.get(f"/v1/batches/{batch_id}/results")).json()["results"]
+    return {j["position"]: results[j["id"]] for j in jobs if j["id"] in results}
+
+
+async def test_parallel_batch_is_run_by_handlers_concurrently(api):
+    batch = await api.create({"jobs": [{"name": "Echo", "args": {"n": i}} for i in range(6)], "context": {"t": "x"}})
+    async with running(make_worker(api, examples, concurrency=3)) as worker:
+        done = await api.wait_status(batch["id"], *FINISHED)
+    assert done["status"] == "completed" and done["completed"] == 6
+    results = await results_by_position(api, batch["id"])
+    assert results == {i: {"echo": {"n": i, "t": "x"}, "position": i, "attempt": 1} for i in range(6)}
+    assert worker.stats.completed == 6
+
+
+async def test_chain_context_flows_through_handlers(api):
+    seen = []
+
+    reg = Registry()
+
+    @reg.job("Add")
+    def add(args, ctx: JobContext):  # noqa: ANN001, ANN202
+        seen.append(dict(ctx.context))
+        total = ctx.context.get("total", 0) + args["value"]
+        return JobResult(result=total, context={"total": total, f"step{ctx.position}": True})
+
+    batch = await api.create(
+        {"type": "chain", "jobs": [{"name": "Add", "args": {"value": v}} for v in (1, 2, 3)], "context": {"total": 10}}
+    )
+    stats = await make_worker(api, reg, concurrency=4).run_until_idle(idle_s=0.3)
+    done = await api.batch(batch["id"])
+    assert done["status"] == "completed" and stats.completed == 3
+    assert await results_by_position(api, batch["id"]) == {0: 11, 1: 13, 2: 16}
+    # Step 3 saw what steps 1 and 2 put in the context.
+    assert seen[2] == {"total": 13, "step0": True, "step1": True}
+    assert done["context"] == {"total": 16, "step0": True, "step1": True, "step2": True}
+
+
+async def test_raising_handler_is_retried_up_to_max_attempts_then_failed(api):
+    calls = []
+    reg = Registry()
+
+    @reg.job("Flaky")
+    async def flaky(args, ctx):  # noqa: ANN001, ANN202
+        calls.append(ctx.attempt)
+        raise ValueError(f"bad attempt {ctx.attempt}")
+
+    batch = await api.create({"jobs": [{"name": "Flaky", "max_attempts": 3}]})
+    async with running(make_worker(api, reg)):
+        done = await api.wait_status(batch["id"], *FINISHED)
+    assert done["status"] == "failed"
+    (job,) = await api.jobs(batch["id"])
+    assert calls == [1, 2, 3] and job["attempts"] == 3
+    assert job["error"] == "ValueError: bad attempt 3"
+
+
+async def test_permanent_error_is_not_retried(api):
+    batch = await api.create({"jobs": [{"name": "Fail", "args": {"permanent": True, "message": "card declined"}, "max_attempts": 4}]})
+    async with running(make_worker(api, examples)):
+        done = await api.wait_status(batch["id"], *FINISHED)
+    (job,) = await api.jobs(batch["id"])
+    assert done["status"] == "failed"
+    assert job["attempts"] == 1 and job["error"] == "PermanentError: card declined"
+
+
+async def test_unknown_job_name_fails_without_retry(api):
+    batch = await api.create({"jobs": [{"name": "NoSuchJob", "max_attempts": 3}, "Echo"], "failure_policy": "allow_failures"})
+    async with running(make_worker(api, examples, concurrency=2)):
+        done = await api.wait_status(batch["id"], *FINISHED)
+    assert done["status"] == "completed_with_failures"
+    (failed,) = await api.jobs(batch["id"], status="failed")
+    assert failed["name"] == "NoSuchJob" and failed["attempts"] == 1
+    assert "no handler for job 'NoSuchJob'" in failed["error"] and "Echo" in failed["error"]
+
+
+async def test_handlers_grow_a_chain_at_run_time(api):
+    reg = Registry()
+    threads = []
+
+    @reg.job("GrowSync")
+    def grow_sync(args, ctx: JobContext):  # noqa: ANN001, ANN202
+        threads.append(threading.current_thread() is not threading.main_thread())
+        ctx.add_jobs([{"name": "GrowAsync", "args": {"from": ctx.job_id}}])
+        return JobResult(result="sync", context={"grown": 1})
+
+    @reg.job("GrowAsync")
+    async def grow_async(args, ctx: JobContext):  # noqa: ANN001, ANN202
+        await ctx.add_jobs_async(["Leaf"])
+        return JobResult(result="async", context={"grown": ctx.context["grown"] + 1})
+
+    @reg.job("Leaf")
+    def leaf(args, ctx: JobContext):  # noqa: ANN001, ANN202
+        return {"grown": ctx.context["grown"]}
+
+    batch = await api.create({"type": "chain", "jobs": ["GrowSync"]})
+    assert batch["total"] == 1
+    async with running(make_worker(api, reg, concurrency=2)):
+        done = await api.wait_status(batch["id"], *FINISHED)
+    assert done["status"] == "completed" and done["total"] == 3 and done["completed"] == 3
+    assert await results_by_position(api, batch["id"]) == {0: "sync", 1: "async", 2: {"grown": 2}}
+    assert threads == [True]  # sync handlers run off the event loop
+
+
+async def test_heartbeats_keep_a_long_job_alive_past_its_timeout(api):
+    reg = Registry()
+
+    @reg.job("Long")
+    def long(args, ctx):  # noqa: ANN001, ANN202
+        time.sleep(args["seconds"])  # a blocking handler: heartbeats must still go out
+        return "done"
+
+    batch = await api.create({"jobs": [{"name": "Long", "args": {"seconds": 1.2}, "timeout_s": 0.4, "max_attempts": 2}]})
+    async with running(make_worker(api, reg)) as worker:
+        done = await api.wait_status(batch["id"], *FINISHED)
+    (job,) = await api.jobs(batch["id"])
+    assert done["status"] == "completed" and job["attempts"] == 1
+    assert worker.stats.abandoned == 0
+
+
+async def test_refused_heartbeat_makes_the_worker_abandon_the_job(api):
+    reg = Registry()
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    @reg.job("Forever")
+    async def forever(args, ctx):  # noqa: ANN001, ANN202
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    batch = await api.create({"jobs": [{"name": "Forever", "timeout_s": 0.3}]})
+    async with running(make_worker(api, reg)) as worker:
+        await asyncio.wait_for(started.wait(), 10)
+        assert (await api.post(f"/v1/batches/{batch['id']}/cancel")).status_code == 200
+        await asyncio.wait_for(cancelled.wait(), 10)  # the next heartbeat got 409
+    assert worker.stats.abandoned == 1 and worker.stats.completed == worker.stats.failed == 0
+    assert (await api.batch(batch["id"]))["status"] == "cancelled"
+
+
+async def test_one_worker_serves_several_queues(api):
+    a = await api.create({"jobs": ["Echo", "Echo"], "queue": "alpha"})
+    b = await api.create({"jobs": ["Echo"], "queue": "beta"})
+    async with running(make_worker(api, examples, queues=["alpha", "beta"], concurrency=2)):
+        for batch in (a, b):
+            assert (await api.wait_status(batch["id"], *FINISHED))["status"] == "completed"
+
+
+async def test_worker_reads_redis_streams_directly(api):
+    if api.settings.broker_kind != "redis":
+        pytest.skip("direct stream consumption needs the Redis Streams broker")
+    prefix = api.settings.redis_prefix
+    par = await api.create({"jobs": [{"name": "Echo", "args": {"n": i}} for i in range(5)]})
+    chain = await api.create({"type": "chain", "jobs": [{"name": "Add", "args": {"value": v}} for v in (1, 2, 3)]})
+    worker = make_worker(api, examples, concurrency=3, broker_url=REDIS_URL, prefix=prefix)
+    async with running(worker):
+        for batch in (par, chain):
+            assert (await api.wait_status(batch["id"], *FINISHED))["status"] == "completed"
+    assert worker.stats.completed == 8
+    assert (await api.batch(chain["id"]))["context"]["total"] == 6
+    history = (await api.get(f"/v1/batches/{par['id']}/jobs/{(await api.jobs(par['id']))[0]['id']}")).json()
+    assert history["attempt_history"][0]["worker"] == worker.worker_id
+    # Every entry was acked and deleted: nothing is pending or left in the stream.
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        key = stream_key(prefix, "default")
+        assert await redis.xlen(key) == 0
+        assert (await redis.xpending(key, GROUP))["pending"] == 0
+    finally:
+        await redis.aclose()
