@@ -1,0 +1,205 @@
+"""End to end with real processes: `batchq serve` and `batchq worker examples.registry:registry`.
+
+Runs a batch and a chain through a real server and worker over HTTP, then SIGKILLs a worker
+in the middle of a job and shows a second worker process running it again once the lease
+expired. Once on the embedded default (SQLite + SQL queue, in a temporary directory) and once
+on PostgreSQL + Redis Streams with workers reading the streams directly.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import BACKENDS, PG_DB, REDIS_URL, _drop_redis_prefix
+
+ROOT = Path(__file__).resolve().parents[1]
+FINISHED = ("completed", "completed_with_failures", "failed", "cancelled")
+
+
+def batchq_command() -> list[str]:
+    script = shutil.which("batchq", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "app.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Processes:
+    """Starts processes with output in files, and always ends them."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]):
+        self.tmp = tmp
+        self.env = env
+        self.procs: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(self, name: str, *args: str, cwd: Path = ROOT) -> subprocess.Popen:
+        log = self.tmp / f"{name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([*batchq_command(), *args], cwd=cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append((proc, log))
+        return proc
+
+    def output(self) -> str:
+        return "\n".join(f"--- {log.name} (exit {p.poll()})\n{log.read_text(errors='replace')[-3000:]}" for p, log in self.procs)
+
+    def stop_all(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc, _ in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """The parent's environment without BATCHQ_* (so only these settings apply)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHQ_")}
+    env.update(settings)
+    return env
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str, procs: Processes) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}\n{procs.output()}")
+
+
+def wait_healthy(client: httpx.Client, server: subprocess.Popen, procs: Processes) -> None:
+    def up() -> bool:
+        assert server.poll() is None, f"the server exited\n{procs.output()}"
+        try:
+            return client.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(up, 30, "the server to answer /healthz", procs)
+
+
+def finished(client: httpx.Client, batch_id: str, procs: Processes, timeout: float = 30) -> dict:
+    def done() -> dict | None:
+        batch = client.get(f"/v1/batches/{batch_id}").json()
+        return batch if batch["status"] in FINISHED else None
+
+    return wait_for(done, timeout, f"batch {batch_id} to finish", procs)  # type: ignore[return-value]
+
+
+def results_by_position(client: httpx.Client, batch_id: str) -> dict[int, object]:
+    jobs = client.get(f"/v1/batches/{batch_id}/jobs", params={"limit": 1000}).json()["jobs"]
+    results = client.get(f"/v1/batches/{batch_id}/results").json()["results"]
+    return {j["position"]: results[j["id"]] for j in jobs}
+
+
+def run_scenario(procs: Processes, server_cwd: Path, worker_args: list[str]) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = procs.start("server", "serve", "--port", str(port), "--no-access-log", cwd=server_cwd)
+    with httpx.Client(base_url=url, timeout=10) as client:
+        wait_healthy(client, server, procs)
+        worker_cmd = ["worker", "examples.registry:registry", "--queue", "default", "--api-url", url, "--poll-wait", "1"]
+        first = procs.start("worker-1", *worker_cmd, "--concurrency", "4", *worker_args)
+
+        # A parallel batch and a chain, run by the worker process.
+        r = client.post("/v1/batches", json={"jobs": [{"name": "Echo", "args": {"n": i}} for i in range(5)]})
+        assert r.status_code == 201, r.text
+        par = r.json()["id"]
+        r = client.post("/v1/chains", json={"jobs": [{"name": "Add", "args": {"value": v}} for v in (1, 2, 3)], "context": {"total": 100}})
+        assert r.status_code == 201, r.text
+        chain = r.json()["id"]
+        assert finished(client, par, procs)["status"] == "completed", procs.output()
+        assert {p: res["echo"]["n"] for p, res in results_by_position(client, par).items()} == {i: i for i in range(5)}
+        done = finished(client, chain, procs)
+        assert done["status"] == "completed" and done["context"]["total"] == 106
+        assert results_by_position(client, chain) == {0: 101, 1: 103, 2: 106}
+
+        # SIGKILL the worker in the middle of a job: once the lease (timeout_s) runs out the
+        # job is delivered again, and a second worker process runs attempt 2.
+        r = client.post("/v1/batches", json={"jobs": [{"name": "Sleep", "args": {"seconds": 1.5}, "timeout_s": 1.0, "max_attempts": 2}]})
+        assert r.status_code == 201, r.text
+        slow = r.json()["id"]
+
+        def running_job() -> dict | None:
+            jobs = client.get(f"/v1/batches/{slow}/jobs").json()["jobs"]
+            return jobs[0] if jobs[0]["status"] == "running" else None
+
+        job = wait_for(running_job, 20, "the Sleep job to run", procs)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        second = procs.start("worker-2", *worker_cmd, *worker_args)
+        done = finished(client, slow, procs)
+        assert done["status"] == "completed", procs.output()
+        detail = client.get(f"/v1/batches/{slow}/jobs/{job['id']}").json()
+        history = detail["attempt_history"]
+        assert [h["status"] for h in history] == ["expired", "completed"], history
+        assert f":{first.pid}:" in history[0]["worker"] and f":{second.pid}:" in history[1]["worker"]
+        assert detail["result"]["attempt"] == 2
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Callable[..., Processes]]:
+    made: list[Processes] = []
+
+    def make(**settings: str) -> Processes:
+        p = Processes(tmp_path, clean_env(**settings))
+        made.append(p)
+        return p
+
+    try:
+        yield make
+    finally:
+        for p in made:
+            p.stop_all()
+
+
+FAST = dict(
+    BATCHQ_REAPER_INTERVAL_S="0.1",
+    BATCHQ_POLL_INTERVAL_S="0.05",
+    BATCHQ_RETRY_BACKOFF_BASE_S="0.05",
+    BATCHQ_RETRY_BACKOFF_MAX_S="0.2",
+)
+
+
+@pytest.mark.skipif("sqlite" not in BACKENDS, reason="sqlite backend not selected")
+def test_real_server_and_workers_on_the_embedded_default(procs, tmp_path):
+    # No database settings: the server creates and migrates ./batchq.db in its directory.
+    data = tmp_path / "data"
+    data.mkdir()
+    run_scenario(procs(**FAST), data, [])
+    assert (data / "batchq.db").exists()
+
+
+@pytest.mark.skipif("pg-redis" not in BACKENDS, reason="pg-redis backend not selected")
+def test_real_server_and_stream_workers_on_postgres_and_redis(procs, pg_ready):
+    prefix = f"batchq-proc-{uuid.uuid4().hex[:12]}"
+    p = procs(
+        **FAST,
+        BATCHQ_DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}",
+        BATCHQ_BROKER_URL=REDIS_URL,
+        BATCHQ_REDIS_PREFIX=prefix,
+    )
+    try:
+        run_scenario(p, ROOT, ["--broker-url", REDIS_URL, "--prefix", prefix])
+    finally:
+        p.stop_all()
+        asyncio.run(_drop_redis_prefix(prefix))
