@@ -1,0 +1,31 @@
+# batchq API (and, with another command, a worker).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    BATCHQ_HOST=0.0.0.0 \
+    BATCHQ_PORT=8000
+
+WORKDIR /srv/batchq
+
+# Dependencies first, so code changes do not reinstall them.
+COPY pyproject.toml ./
+COPY app ./app
+RUN pip install .
+
+COPY migrations ./migrations
+COPY examples ./examples
+# Import `app` from the source tree, not site-packages: the Alembic migrations are found
+# next to it (app/store/migrate.py looks two levels up), and `examples` is importable.
+ENV PYTHONPATH=/srv/batchq
+
+RUN useradd --system --uid 10001 --home-dir /srv/batchq batchq && chown -R batchq /srv/batchq
+USER batchq
+
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
+
+CMD ["batchq", "serve", "--host", "0.0.0.0"]
