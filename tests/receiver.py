@@ -26,6 +26,7 @@ class Receiver:
     deliveries: list[Delivery] = field(default_factory=list)
     server: asyncio.base_events.Server | None = None
     port: int = 0
+    writers: set = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -39,9 +40,12 @@ class Receiver:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+            for writer in list(self.writers):  # keep-alive connections of the sender
+                writer.close()
             await self.server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -60,6 +64,7 @@ class Receiver:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.writers.discard(writer)
             writer.close()
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Delivery]:

@@ -48,6 +48,9 @@ async def batch_events(
         idle = 0
         yield "retry: 1000\n\n"
         while True:
+            # Read the batch before its events: if it had ended by then, the events of its
+            # end are already stored and this read gets them all.
+            batch = await svc.store.get_batch(batch_id)
             events = await svc.store.events_after(batch_id, cursor, 500)
             for event in events:
                 cursor = event.id or cursor
@@ -55,7 +58,6 @@ async def batch_events(
             if events:
                 idle = 0
                 continue
-            batch = await svc.store.get_batch(batch_id)
             if batch is None or batch.finished:
                 # Everything up to the end was sent; a retry later starts a new stream.
                 return
