@@ -193,6 +193,9 @@ async def test_long_poll_claim_waits_for_a_message(api):
         ({}, "jobs"),
         ({"job": "Import"}, "items"),
         ({"jobs": [{"name": "A", "max_attempts": 0}]}, "jobs[0].max_attempts"),
+        ({"type": "chain", "jobs": ["A"], "max_concurrency": 2}, "max_concurrency"),
+        ({"jobs": ["A"], "max_concurrency": 0}, "max_concurrency"),
+        ({"items": [1, 2]}, "job"),
     ],
 )
 async def test_invalid_definitions_are_422_naming_the_field_and_write_nothing(api, body, field):

@@ -110,13 +110,15 @@ class BatchIn(Strict):
     def shape_error(self) -> tuple[str, str] | None:
         """(field, message) when jobs / job / items do not fit together."""
         if self.jobs is None and self.job is None:
+            if self.items is not None:
+                return "job", "`items` needs `job`, the job name to run for each item"
             return "jobs", "give `jobs`, or `job` with `items`"
         if self.jobs is not None and (self.job is not None or self.items is not None):
             return "jobs", "give either `jobs` or `job` with `items`, not both"
         if self.job is not None and self.items is None:
             return "items", "`job` needs `items`"
-        if self.items is not None and self.job is None:
-            return "job", "`items` needs `job`, the job name to run for each item"
+        if self.type == "chain" and self.max_concurrency is not None:
+            return "max_concurrency", "a chain runs one job at a time; max_concurrency is for parallel batches"
         return None
 
 
