@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     # Redis keys (store and streams) live under this prefix.
     redis_prefix: str = "batchq"
 
+    # When set, every /v1 request must carry "Authorization: Bearer <token>".
+    api_token: str | None = None
+
     host: str = "127.0.0.1"
     port: int = 8000
 

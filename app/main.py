@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app.api import batches, errors, events, system, workers
+from app.api.auth import require_token
 from app.config import Settings, get_settings
 from app.container import build_services
 
@@ -29,9 +30,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Job orchestration: parallel batches, chains, sagas, callbacks. Workers in any language.",
         lifespan=lifespan,
     )
+    app.state.settings = settings
     errors.install(app)
-    app.include_router(batches.router)
-    app.include_router(workers.router)
-    app.include_router(events.router)
+    protected = [Depends(require_token)]
+    app.include_router(batches.router, dependencies=protected)
+    app.include_router(workers.router, dependencies=protected)
+    app.include_router(events.router, dependencies=protected)
     app.include_router(system.router)
     return app

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from app.api.auth import require_token
 from app.api.deps import get_services
 from app.container import Services
 
@@ -52,7 +53,7 @@ async def queue_overview(svc: Services) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/v1/queues", summary="Each queue with depth, in-flight count and oldest message age")
+@router.get("/v1/queues", dependencies=[Depends(require_token)], summary="Each queue with depth, in-flight count and oldest message age")
 async def queues(svc: Svc) -> dict[str, Any]:
     return {"queues": await queue_overview(svc)}
 
