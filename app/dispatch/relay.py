@@ -29,7 +29,7 @@ class OutboxRelay:
             .limit(self.batch_size)
             .with_for_update(skip_locked=True)
         )
-        async with self.store.engine.begin() as conn:
+        async with self.store.write_engine.begin() as conn:
             rows = list(await conn.execute(due))
             if not rows:
                 return 0

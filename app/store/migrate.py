@@ -21,7 +21,8 @@ def alembic_config(connection=None) -> Config:  # noqa: ANN001
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    async with engine.begin() as conn:
+    # sqlite_immediate: SQLite takes the write lock first (see app.store.sql.make_engine).
+    async with engine.execution_options(sqlite_immediate=True).begin() as conn:
         if conn.dialect.name == "postgresql":
             # Several API replicas may start at once: one migrates, the others wait.
             await conn.execute(text("SELECT pg_advisory_xact_lock(824061)"))

@@ -239,8 +239,10 @@ def make_engine(url: str) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin(conn):  # noqa: ANN001
-            # Take the write lock up front: two writers can then never deadlock on upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Transactions that read and then write take the write lock up front, so two
+            # of them never deadlock on a lock upgrade; plain reads stay concurrent (WAL).
+            immediate = conn.get_execution_options().get("sqlite_immediate", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
@@ -250,6 +252,8 @@ class SqlStore(Store):
     def __init__(self, url: str, auto_migrate: bool = True):
         self.url = url
         self.engine = make_engine(url)
+        # For transactions that read before they write (every store operation).
+        self.write_engine = self.engine.execution_options(sqlite_immediate=True)
         self.auto_migrate = auto_migrate
         self.postgres = url.startswith("postgresql")
         # Called with the queue names a committed operation enqueued to (wakes long-polls).
@@ -267,7 +271,7 @@ class SqlStore(Store):
     async def run(self, operation: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         for attempt in range(8):
             try:
-                async with self.engine.begin() as conn:
+                async with self.write_engine.begin() as conn:
                     uow = SqlUnitOfWork(conn)
                     result = await operation(uow)
                     await uow.flush()
