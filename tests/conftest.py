@@ -30,7 +30,7 @@ PG_DB = os.environ.get("BATCHQ_TEST_PG_DB", "batchq_test")
 PG_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
 REDIS_URL = os.environ.get("BATCHQ_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
-ALL_BACKENDS = ["sqlite", "pg-sql", "pg-redis"]  # "redis" joins when the Redis store lands
+ALL_BACKENDS = ["sqlite", "pg-sql", "pg-redis", "redis"]
 BACKENDS = [b for b in os.environ.get("BATCHQ_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if b]
 
 
@@ -199,8 +199,9 @@ def backend(request) -> str:  # noqa: ANN001
     return request.param
 
 
-async def start_api(backend: str, tmp_path, **overrides: Any):  # noqa: ANN201
-    prefix = f"batchq-test-{uuid.uuid4().hex[:12]}"
+async def start_api(backend: str, tmp_path, prefix: str | None = None, **overrides: Any):  # noqa: ANN201
+    """Start an app; a given `prefix` shares Redis keys with another app (two replicas)."""
+    prefix = prefix or f"batchq-test-{uuid.uuid4().hex[:12]}"
     if backend.startswith("pg"):
         await _reset_pg()
     settings = make_settings(backend, tmp_path, prefix, **overrides)
