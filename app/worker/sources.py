@@ -4,6 +4,7 @@ Both return messages that are already started (they carry a `lease`).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Protocol
 
@@ -52,19 +53,21 @@ class StreamSource:
 
     async def fetch(self, queue: str, max_messages: int, wait_s: float) -> list[dict[str, Any]]:
         deliveries = await self.broker.fetch(queue, max_messages, wait_s, self.worker_id)
-        started, done = [], []
-        for delivery in deliveries:
-            msg = delivery.message
-            try:
-                started.append(await self.client.start(msg["job_id"], int(msg["attempt"]), self.worker_id))
-                done.append(delivery)
-            except Rejected as exc:
-                log.info("dropping job %s attempt %s: %s", msg.get("job_id"), msg.get("attempt"), exc)
-                done.append(delivery)  # stale, duplicate or cancelled
-            except httpx.HTTPError as exc:
-                log.warning("could not start job %s (%s); it will be redelivered", msg.get("job_id"), exc)
-        await self.broker.ack(done)
-        return started
+        outcomes = await asyncio.gather(*(self._start(d.message) for d in deliveries))
+        # Ack what was started or refused; an unreachable /start stays pending for redelivery.
+        await self.broker.ack([d for d, (_msg, settled) in zip(deliveries, outcomes) if settled])
+        return [msg for msg, _settled in outcomes if msg is not None]
+
+    async def _start(self, msg: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+        """(started message or None, whether the entry can be acked)."""
+        try:
+            return await self.client.start(msg["job_id"], int(msg["attempt"]), self.worker_id), True
+        except Rejected as exc:
+            log.info("dropping job %s attempt %s: %s", msg.get("job_id"), msg.get("attempt"), exc)
+            return None, True  # stale, duplicate or cancelled
+        except httpx.HTTPError as exc:
+            log.warning("could not start job %s (%s); it will be redelivered", msg.get("job_id"), exc)
+            return None, False
 
     async def close(self) -> None:
         await self.broker.close()
