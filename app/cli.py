@@ -66,6 +66,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         broker_url=args.broker_url,
         prefix=args.prefix,
         poll_wait_s=args.poll_wait,
+        api_token=args.api_token,
     )
 
     async def run() -> None:
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="redis://… to read the Redis streams directly instead of claiming over HTTP",
     )
     worker.add_argument("--prefix", default=os.environ.get("BATCHQ_REDIS_PREFIX", "batchq"), help="Redis key prefix")
+    worker.add_argument(
+        "--api-token", default=os.environ.get("BATCHQ_API_TOKEN") or None, help="bearer token (default: BATCHQ_API_TOKEN)"
+    )
     worker.add_argument("--poll-wait", type=float, default=5.0, help="long-poll wait in seconds")
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(func=cmd_worker)

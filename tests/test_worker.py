@@ -204,3 +204,15 @@ async def test_worker_reads_redis_streams_directly(api):
         assert (await redis.xpending(key, GROUP))["pending"] == 0
     finally:
         await redis.aclose()
+
+
+async def test_worker_sends_the_api_token_when_the_api_requires_one(api_factory):
+    api = await api_factory(api_token="s3cret")
+    api.client.headers["Authorization"] = "Bearer s3cret"
+    batch = await api.create({"jobs": ["Echo"]})
+    refused = make_worker(api, examples)
+    async with running(refused):
+        await asyncio.sleep(0.3)  # its claims get 401: nothing runs
+    assert (await api.batch(batch["id"]))["completed"] == 0
+    async with running(make_worker(api, examples, api_token="s3cret")):
+        assert (await api.wait_status(batch["id"], *FINISHED))["status"] == "completed"

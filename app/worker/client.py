@@ -25,10 +25,12 @@ class ApiClient:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = 60.0,
         max_connections: int = 100,
+        api_token: str | None = None,
     ):
         self.http = httpx.AsyncClient(
             base_url=api_url.rstrip("/"),
             transport=transport,
+            headers={"Authorization": f"Bearer {api_token}"} if api_token else None,
             timeout=timeout_s,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )

@@ -50,6 +50,7 @@ class Worker:
         claim_timeout_s: float = 30.0,
         heartbeat_interval_s: float | None = None,
         worker_id: str | None = None,
+        api_token: str | None = None,
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -65,6 +66,7 @@ class Worker:
         self.poll_wait_s = poll_wait_s
         self.claim_timeout_s = claim_timeout_s
         self.heartbeat_interval_s = heartbeat_interval_s  # None: a third of the job's timeout_s
+        self.api_token = api_token  # sent as a bearer token when the API requires one
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stats = WorkerStats()
         self._started = False
@@ -81,7 +83,9 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(self.concurrency)
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchq-job")
-        self.client = ApiClient(self.api_url, self.transport, self.poll_wait_s + 30, self.concurrency + len(self.queues) + 4)
+        self.client = ApiClient(
+            self.api_url, self.transport, self.poll_wait_s + 30, self.concurrency + len(self.queues) + 4, self.api_token
+        )
         self.source: Source
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://", "unix://")):
             self.source = StreamSource(self.client, self.worker_id, self.broker_url, self.prefix, self.claim_timeout_s)
