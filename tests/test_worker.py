@@ -144,7 +144,7 @@ async def test_heartbeats_keep_a_long_job_alive_past_its_timeout(api):
         time.sleep(args["seconds"])  # a blocking handler: heartbeats must still go out
         return "done"
 
-    batch = await api.create({"jobs": [{"name": "Long", "args": {"seconds": 1.2}, "timeout_s": 0.4, "max_attempts": 2}]})
+    batch = await api.create({"jobs": [{"name": "Long", "args": {"seconds": 1.5}, "timeout_s": 0.5, "max_attempts": 2}]})
     async with running(make_worker(api, reg)) as worker:
         done = await api.wait_status(batch["id"], *FINISHED)
     (job,) = await api.jobs(batch["id"])
