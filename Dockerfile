@@ -15,10 +15,9 @@ COPY pyproject.toml ./
 COPY app ./app
 RUN pip install .
 
-COPY migrations ./migrations
 COPY examples ./examples
-# Import `app` from the source tree, not site-packages: the Alembic migrations are found
-# next to it (app/store/migrate.py looks two levels up), and `examples` is importable.
+# The Alembic migrations ship inside the package (app/migrations); PYTHONPATH only makes
+# the example worker registry importable.
 ENV PYTHONPATH=/srv/batchq
 
 RUN useradd --system --uid 10001 --home-dir /srv/batchq batchq && chown -R batchq /srv/batchq

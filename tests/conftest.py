@@ -26,7 +26,9 @@ from app.config import Settings
 from app.main import create_app
 
 PG_ADMIN_DSN = os.environ.get("BATCHQ_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
-PG_DB = os.environ.get("BATCHQ_TEST_PG_DB", "batchq_test")
+# Each test run has its own database (dropped at the end), so two runs on one machine
+# never truncate each other's tables.
+PG_DB = os.environ.get("BATCHQ_TEST_PG_DB") or f"batchq_test_{uuid.uuid4().hex[:10]}"
 PG_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
 REDIS_URL = os.environ.get("BATCHQ_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -74,9 +76,21 @@ async def _drop_redis_prefix(prefix: str) -> None:
         await redis.aclose()
 
 
+async def _drop_pg_database() -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(_pg_admin_dsn())
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
-def pg_ready() -> None:
+def pg_ready():  # noqa: ANN201
     asyncio.run(_ensure_pg_database())
+    yield
+    asyncio.run(_drop_pg_database())
 
 
 def make_settings(backend: str, tmp_path, prefix: str, **overrides: Any) -> Settings:

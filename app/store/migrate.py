@@ -1,4 +1,4 @@
-"""Run the Alembic migrations in migrations/ on an async engine (used by `batchq migrate`
+"""Run the Alembic migrations in app/migrations/ on an async engine (used by `batchq migrate`
 and, for the embedded default, on start-up)."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+# Inside the package, so an installed batchq (pip install ., Docker) finds its migrations.
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
 
 def alembic_config(connection=None) -> Config:  # noqa: ANN001

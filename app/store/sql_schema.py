@@ -1,4 +1,4 @@
-"""SQL tables (SQLAlchemy Core). Alembic migrations in migrations/ create exactly these."""
+"""SQL tables (SQLAlchemy Core). Alembic migrations in app/migrations/ create exactly these."""
 from __future__ import annotations
 
 from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text
