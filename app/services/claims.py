@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from app.broker.base import Broker
-from app.domain.errors import Conflict, NotFound
 from app.services.orchestrator import Orchestrator
 
 
@@ -25,12 +24,11 @@ class Claims:
             remaining = max(0.0, deadline - time.monotonic())
             deliveries = await self.broker.fetch(queue, max_messages, remaining, self.consumer)
             started: list[dict[str, Any]] = []
-            for delivery in deliveries:
-                msg = delivery.message
-                try:
-                    started.append(await self.orchestrator.start(msg["job_id"], int(msg["attempt"]), worker))
-                except (Conflict, NotFound):
-                    pass  # stale or duplicate: drop it
+            if deliveries:
+                # Stale or duplicate deliveries are refused by the store: dropped here.
+                started, _refused = await self.orchestrator.start_many(
+                    [(d.message["job_id"], int(d.message["attempt"])) for d in deliveries], worker
+                )
             # Ack only after the attempts are recorded: a crash before this redelivers.
             await self.broker.ack(deliveries)
             if started or time.monotonic() >= deadline:

@@ -179,42 +179,80 @@ class Orchestrator:
 
     # ---- workers ----------------------------------------------------------------------
 
-    async def _job_and_batch(self, uow: UnitOfWork, job_id: str) -> tuple[Job, Batch]:
-        job = await uow.get_job(job_id)
-        if job is None:
+    @staticmethod
+    async def _job_and_batch(uow: UnitOfWork, job_id: str) -> tuple[Job, Batch]:
+        # Lock first, read the job after: what we read can then not be stale.
+        batch = await uow.lock_batch_of_job(job_id)
+        job = await uow.get_job(job_id) if batch is not None else None
+        if batch is None or job is None:
             raise NotFound(f"job {job_id} not found")
-        batch = await self._locked_batch(uow, job.batch_id)
-        # Read again under the batch lock: the first read may predate a concurrent change.
-        uow_job = await uow.get_job(job_id)
-        assert uow_job is not None
-        return uow_job, batch
+        return job, batch
 
     async def start(self, job_id: str, attempt_no: int, worker: str | None = None) -> dict[str, Any]:
         """A worker takes a delivered attempt: it becomes running under a fresh lease."""
+        started, refused = await self.start_many([(job_id, attempt_no)], worker)
+        if refused:
+            raise refused[0]
+        return started[0]
 
-        async def op(uow: UnitOfWork) -> dict[str, Any]:
+    async def start_many(
+        self, deliveries: list[tuple[str, int]], worker: str | None = None
+    ) -> tuple[list[dict[str, Any]], list[Conflict | NotFound]]:
+        """Start several delivered attempts in one operation (one claim of a worker).
+
+        Returns the started messages (in delivery order) and why the others were refused:
+        stale, duplicate or cancelled deliveries are refused, never run.
+        """
+
+        async def op(uow: UnitOfWork) -> tuple[list[dict[str, Any]], list[Conflict | NotFound]]:
             step = self._step(uow)
-            job, batch = await self._job_and_batch(uow, job_id)
-            attempt = await uow.get_attempt(job_id, attempt_no)
-            if attempt is None:
-                raise Conflict(f"job {job_id} has no attempt {attempt_no}")
-            if attempt.status != AttemptStatus.QUEUED or job.status != JobStatus.QUEUED or job.attempts != attempt_no:
-                raise Conflict(f"attempt {attempt_no} of job {job_id} is {attempt.status}; it cannot start")
-            attempt.status = AttemptStatus.RUNNING
-            attempt.lease = secrets.token_hex(16)
-            attempt.lease_expires_at = step.now + job.timeout_s
-            attempt.started_at = step.now
-            attempt.worker = worker
-            job.status = JobStatus.RUNNING
-            job.started_at = step.now
-            await uow.save_attempt(attempt)
-            await uow.save_job(job)
-            batch.updated_at = step.now
-            await uow.save_batch(batch)
-            message = rules.build_message(batch, job, attempt_no)
-            message["lease"] = attempt.lease
-            message["lease_expires_at"] = attempt.lease_expires_at
-            return message
+            refused: list[Conflict | NotFound] = []
+            batches: dict[str, Batch] = {}
+            owners = await uow.get_jobs(list(dict.fromkeys(job_id for job_id, _ in deliveries)))
+            # Lock every batch involved, always in id order, so two claims cannot deadlock.
+            for batch_id in sorted({job.batch_id for job in owners.values()}):
+                batch = await uow.lock_batch(batch_id)
+                if batch is not None:
+                    batches[batch_id] = batch
+            jobs = await uow.get_jobs(list(owners))  # read again, now under the locks
+            attempts = await uow.get_attempts(list(dict.fromkeys(deliveries)))
+            started: list[dict[str, Any]] = []
+            for job_id, attempt_no in deliveries:
+                job = jobs.get(job_id)
+                batch = batches.get(job.batch_id) if job is not None else None
+                if job is None or batch is None:
+                    refused.append(NotFound(f"job {job_id} not found"))
+                    continue
+                attempt = attempts.get((job_id, attempt_no))
+                if attempt is None:
+                    refused.append(Conflict(f"job {job_id} has no attempt {attempt_no}"))
+                    continue
+                if (
+                    attempt.status != AttemptStatus.QUEUED
+                    or job.status != JobStatus.QUEUED
+                    or job.attempts != attempt_no
+                ):
+                    refused.append(
+                        Conflict(f"attempt {attempt_no} of job {job_id} is {attempt.status}; it cannot start")
+                    )
+                    continue
+                attempt.status = AttemptStatus.RUNNING
+                attempt.lease = secrets.token_hex(16)
+                attempt.lease_expires_at = step.now + job.timeout_s
+                attempt.started_at = step.now
+                attempt.worker = worker
+                job.status = JobStatus.RUNNING
+                job.started_at = step.now
+                await uow.save_attempt(attempt)
+                await uow.save_job(job)
+                message = rules.build_message(batch, job, attempt_no)
+                message["lease"] = attempt.lease
+                message["lease_expires_at"] = attempt.lease_expires_at
+                started.append(message)
+            for batch in batches.values():
+                batch.updated_at = step.now
+                await uow.save_batch(batch)
+            return started, refused
 
         return await self.store.run(op)
 

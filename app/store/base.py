@@ -23,11 +23,37 @@ class UnitOfWork(ABC):
     @abstractmethod
     async def lock_batch(self, batch_id: str) -> Batch | None: ...
 
+    async def lock_batch_of_job(self, job_id: str) -> Batch | None:
+        """Lock the batch a job belongs to (None if the job is unknown).
+
+        Callers read the job only after this, so what they read is current.
+        """
+        job = await self.get_job(job_id)
+        return await self.lock_batch(job.batch_id) if job is not None else None
+
     @abstractmethod
     async def get_job(self, job_id: str) -> Job | None: ...
 
+    async def get_jobs(self, job_ids: list[str]) -> dict[str, Job]:
+        """Several jobs at once (stores override this with one round trip)."""
+        found = {}
+        for job_id in job_ids:
+            job = await self.get_job(job_id)
+            if job is not None:
+                found[job_id] = job
+        return found
+
     @abstractmethod
     async def get_attempt(self, job_id: str, attempt: int) -> Attempt | None: ...
+
+    async def get_attempts(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], Attempt]:
+        """Several attempts at once (stores override this with one round trip)."""
+        found = {}
+        for job_id, number in keys:
+            attempt = await self.get_attempt(job_id, number)
+            if attempt is not None:
+                found[(job_id, number)] = attempt
+        return found
 
     @abstractmethod
     async def jobs_by_status(

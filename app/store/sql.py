@@ -12,7 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, event, func, select, text, update
+from functools import lru_cache
+
+from sqlalchemy import bindparam, delete, event, func, select, text, tuple_, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -49,8 +51,9 @@ def _values(obj: Any, names: list[str]) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in names}
 
 
-def _update_many(table, key_cols: list[str], names: list[str]):
-    """UPDATE … WHERE key = :_key, for executemany."""
+@lru_cache(maxsize=None)
+def _update_stmt(table, key_cols: tuple[str, ...], names: tuple[str, ...]):
+    """UPDATE … WHERE key = :_key, for executemany (built once per table)."""
     stmt = update(table)
     for key in key_cols:
         stmt = stmt.where(table.c[key] == bindparam(f"_{key}"))
@@ -90,7 +93,7 @@ class SqlUnitOfWork(UnitOfWork):
             self._new_batches.clear()
         if self._dirty_batches:
             await c.execute(
-                _update_many(t.batches, ["id"], BATCH_FIELDS),
+                _update_stmt(t.batches, ("id",), tuple(BATCH_FIELDS)),
                 _rows_for_update(self._dirty_batches.values(), ["id"], BATCH_FIELDS),
             )
             self._dirty_batches.clear()
@@ -99,7 +102,7 @@ class SqlUnitOfWork(UnitOfWork):
             self._new_jobs.clear()
         if self._dirty_jobs:
             await c.execute(
-                _update_many(t.jobs, ["id"], JOB_FIELDS), _rows_for_update(self._dirty_jobs.values(), ["id"], JOB_FIELDS)
+                _update_stmt(t.jobs, ("id",), tuple(JOB_FIELDS)), _rows_for_update(self._dirty_jobs.values(), ["id"], JOB_FIELDS)
             )
             self._dirty_jobs.clear()
         if self._new_attempts:
@@ -107,7 +110,7 @@ class SqlUnitOfWork(UnitOfWork):
             self._new_attempts.clear()
         if self._dirty_attempts:
             await c.execute(
-                _update_many(t.attempts, ["job_id", "attempt"], ATTEMPT_FIELDS),
+                _update_stmt(t.attempts, ("job_id", "attempt"), tuple(ATTEMPT_FIELDS)),
                 _rows_for_update(self._dirty_attempts.values(), ["job_id", "attempt"], ATTEMPT_FIELDS),
             )
             self._dirty_attempts.clear()
@@ -139,6 +142,34 @@ class SqlUnitOfWork(UnitOfWork):
             stmt = stmt.with_for_update()
         row = (await self.conn.execute(stmt)).first()
         return _batch(row) if row else None
+
+    async def lock_batch_of_job(self, job_id: str) -> Batch | None:
+        await self.flush()
+        owner = select(t.jobs.c.batch_id).where(t.jobs.c.id == job_id).scalar_subquery()
+        stmt = select(t.batches).where(t.batches.c.id == owner)
+        if self.postgres:
+            stmt = stmt.with_for_update()
+        row = (await self.conn.execute(stmt)).first()
+        return _batch(row) if row else None
+
+    async def get_jobs(self, job_ids: list[str]) -> dict[str, Job]:
+        missing = [i for i in job_ids if i not in self._jobs]
+        if missing:
+            await self.flush()
+            for row in await self.conn.execute(select(t.jobs).where(t.jobs.c.id.in_(missing))):
+                self._jobs[row.id] = _job(row)
+        return {i: self._jobs[i] for i in job_ids if i in self._jobs}
+
+    async def get_attempts(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], Attempt]:
+        missing = [k for k in keys if k not in self._attempts]
+        if missing:
+            await self.flush()
+            stmt = select(t.attempts).where(
+                tuple_(t.attempts.c.job_id, t.attempts.c.attempt).in_(missing)
+            )
+            for row in await self.conn.execute(stmt):
+                self._attempts[(row.job_id, row.attempt)] = _attempt(row)
+        return {k: self._attempts[k] for k in keys if k in self._attempts}
 
     async def get_job(self, job_id: str) -> Job | None:
         if job_id in self._jobs:
