@@ -34,6 +34,9 @@ REDIS_URL = os.environ.get("BATCHQ_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 ALL_BACKENDS = ["sqlite", "pg-sql", "pg-redis", "redis"]
 BACKENDS = [b for b in os.environ.get("BATCHQ_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if b]
+# Backends whose broker is Redis Streams (for tests of direct stream consumption):
+# use with @pytest.mark.parametrize("backend", STREAM_BACKENDS, indirect=True).
+STREAM_BACKENDS = [b for b in BACKENDS if b in ("pg-redis", "redis")]
 
 
 def _pg_admin_dsn() -> str:

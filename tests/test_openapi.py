@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from app.broker.redis_streams import stream_key
 from app.cli import openapi_documents
-from conftest import REDIS_URL
+from conftest import REDIS_URL, STREAM_BACKENDS
 
 OPENAPI_DIR = Path(__file__).resolve().parents[1] / "openapi"
 
@@ -77,10 +77,9 @@ async def test_claimed_messages_of_every_kind_match_the_schema(api):
     assert comp["original_job_name"] == "Charge" and comp["error"] == "no courier"
 
 
+@pytest.mark.parametrize("backend", STREAM_BACKENDS, indirect=True)
 async def test_raw_stream_entries_match_the_schema(api):
     """What a direct stream reader sees before /start: the same message, without a lease."""
-    if api.settings.broker_kind != "redis":
-        pytest.skip("only the Redis Streams broker exposes raw entries to workers")
     validator = message_validator()
     await api.create({"jobs": ["Ping"], "context": {"k": 1}})
     redis = Redis.from_url(REDIS_URL, decode_responses=True)

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from app.broker.redis_streams import GROUP, stream_key
 from app.worker import JobContext, JobResult, PermanentError, Registry, Worker
 from examples.registry import registry as examples
-from conftest import REDIS_URL
+from conftest import REDIS_URL, STREAM_BACKENDS
 
 FINISHED = ("completed", "completed_with_failures", "failed", "cancelled")
 
@@ -182,9 +182,8 @@ async def test_one_worker_serves_several_queues(api):
             assert (await api.wait_status(batch["id"], *FINISHED))["status"] == "completed"
 
 
+@pytest.mark.parametrize("backend", STREAM_BACKENDS, indirect=True)
 async def test_worker_reads_redis_streams_directly(api):
-    if api.settings.broker_kind != "redis":
-        pytest.skip("direct stream consumption needs the Redis Streams broker")
     prefix = api.settings.redis_prefix
     par = await api.create({"jobs": [{"name": "Echo", "args": {"n": i}} for i in range(5)]})
     chain = await api.create({"type": "chain", "jobs": [{"name": "Add", "args": {"value": v}} for v in (1, 2, 3)]})
