@@ -45,6 +45,7 @@ import json
 import logging
 import random
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -308,6 +309,12 @@ class RedisUnitOfWork(UnitOfWork):
         self._events: list[Event] = []
         self._webhooks: list[Webhook] = []
         self.queues_touched: set[str] = set()
+        self.held: list[asyncio.Lock] = []  # in-process batch locks, released after commit
+
+    def release(self) -> None:
+        for lock in self.held:
+            lock.release()
+        self.held.clear()
 
     # ---- identity map -----------------------------------------------------------------
 
@@ -320,30 +327,48 @@ class RedisUnitOfWork(UnitOfWork):
         self._by_bk[(job.batch_id, job.kind)][job.id] = job
         return job
 
-    def _evict(self, batch_id: str) -> None:
-        """Forget clean records of `batch_id` read before its lock: read them again."""
+    def _evict(self, batch_id: str) -> list[str]:
+        """Forget clean records of `batch_id` read before its lock; return the job ids."""
+        evicted = []
         for kind in JobKind.ALL:
             for job_id in [j for j in self._by_bk.get((batch_id, kind), {}) if j not in self._dirty_jobs]:
                 del self._by_bk[(batch_id, kind)][job_id]
                 del self._jobs[job_id]
                 del self._job_read[job_id]
+                evicted.append(job_id)
         for key in [k for k, a in self._attempts.items() if a.batch_id == batch_id and k not in self._dirty_attempts]:
             del self._attempts[key]
             del self._attempt_read[key]
+        return evicted
 
     # ---- reads ------------------------------------------------------------------------
 
     async def lock_batch(self, batch_id: str) -> Batch | None:
         if batch_id in self._batches:
             return self._batches[batch_id]
-        raw = await _g(self.redis.hgetall(self.keys.batch(batch_id)))
+        # Operations of one process on one batch queue here instead of racing to a conflict
+        # (the version check still arbitrates between processes).
+        lock = self.store.local_lock(batch_id)
+        await lock.acquire()
+        self.held.append(lock)
+        # Jobs this operation read before the lock are read again, with the batch, in one
+        # round trip: what it acts on is then no older than the version it will check.
+        stale = self._evict(batch_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.batch(batch_id))
+            for job_id in stale:
+                pipe.get(self.keys.job(job_id))
+            raw, *jobs = await _g(pipe.execute())
         if not raw or "d" not in raw:
             return None
         version = int(raw.get("v", 0))
         batch = _decode(Batch, BATCH_FIELDS, raw["d"], version=version)
-        self._evict(batch_id)
         self._batches[batch_id] = batch
         self._batch_read[batch_id] = (version, batch.status)
+        for job_raw in jobs:
+            if job_raw is not None:
+                job = _decode(Job, JOB_FIELDS, job_raw)
+                self._remember_job(job, job.status)
         return batch
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -354,6 +379,28 @@ class RedisUnitOfWork(UnitOfWork):
             return None
         job = _decode(Job, JOB_FIELDS, raw)
         return self._remember_job(job, job.status)
+
+    async def get_jobs(self, job_ids: list[str]) -> dict[str, Job]:
+        missing = list(dict.fromkeys(j for j in job_ids if j not in self._jobs))
+        if missing:
+            for raw in await _g(self.redis.mget([self.keys.job(j) for j in missing])):
+                if raw is not None:
+                    job = _decode(Job, JOB_FIELDS, raw)
+                    self._remember_job(job, job.status)
+        return {j: self._jobs[j] for j in job_ids if j in self._jobs}
+
+    async def get_attempts(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], Attempt]:
+        missing = list(dict.fromkeys(k for k in keys if k not in self._attempts))
+        if missing:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id, number in missing:
+                    pipe.hget(self.keys.attempts(job_id), str(number))
+                raws = await _g(pipe.execute())
+            for key, raw in zip(missing, raws):
+                if raw is not None:
+                    found = self._attempts[key] = _decode(Attempt, ATTEMPT_FIELDS, raw)
+                    self._attempt_read[key] = found.status
+        return {k: self._attempts[k] for k in keys if k in self._attempts}
 
     async def get_attempt(self, job_id: str, attempt: int) -> Attempt | None:
         key = (job_id, attempt)
@@ -649,6 +696,13 @@ class RedisStore(Store):
         self.claim_webhooks_script = redis.register_script(CLAIM_WEBHOOKS_LUA)
         self.save_webhook_script = redis.register_script(SAVE_WEBHOOK_LUA)
         self.conflicts = 0  # commits re-run after a lost race (for tests and metrics)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def local_lock(self, batch_id: str) -> asyncio.Lock:
+        lock = self._locks.get(batch_id)
+        if lock is None:
+            lock = self._locks[batch_id] = asyncio.Lock()
+        return lock
 
     async def init(self) -> None:
         for script in (self.commit_script, self.relay_script, self.claim_webhooks_script, self.save_webhook_script):
@@ -661,14 +715,17 @@ class RedisStore(Store):
         for attempt in range(MAX_TRIES):
             uow = RedisUnitOfWork(self)
             try:
-                result = await operation(uow)
-            except Exception:
-                # An answer computed from a torn read is no answer: re-run if the batch moved.
-                if await uow.still_current():
-                    raise
-                ok = False
-            else:
-                ok = await uow.commit() if uow.has_writes else await uow.still_current()
+                try:
+                    result = await operation(uow)
+                except Exception:
+                    # An answer computed from a torn read is no answer: re-run if the batch moved.
+                    if await uow.still_current():
+                        raise
+                    ok = False
+                else:
+                    ok = await uow.commit() if uow.has_writes else await uow.still_current()
+            finally:
+                uow.release()
             if ok:
                 if uow.queues_touched and self.on_enqueue is not None:
                     self.on_enqueue(uow.queues_touched)

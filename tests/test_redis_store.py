@@ -1,0 +1,266 @@
+"""The Redis store's own guarantees (runs against Redis only, whatever the backend list).
+
+Two API replicas on one key prefix, TTLs of finished batches, no KEYS on any path, and
+O(1) progress reads.
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+
+from app.store import redis as redis_store
+from conftest import REDIS_URL, start_api
+
+TTL = 3600
+
+
+@pytest.fixture
+async def replicas(tmp_path):
+    """Start apps that share one key prefix, like API replicas behind a load balancer."""
+    prefix = f"batchq-test-{uuid.uuid4().hex[:12]}"
+    stops = []
+
+    async def start(**overrides):  # noqa: ANN202
+        api, stop = await start_api("redis", tmp_path, prefix=prefix, **overrides)
+        stops.append(stop)
+        return api
+
+    yield start
+    for stop in reversed(stops):
+        await stop()
+
+
+@pytest.fixture
+async def raw_redis():
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def sent_commands(monkeypatch):
+    """Every command this process sends to Redis, by name (pipelines included)."""
+    sent: Counter = Counter()
+    original = AbstractConnection.pack_command
+
+    def pack_command(self, *args):  # noqa: ANN001, ANN202
+        name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+        sent[name.split()[0].upper()] += 1
+        return original(self, *args)
+
+    monkeypatch.setattr(AbstractConnection, "pack_command", pack_command)
+    return sent
+
+
+async def completed_events(api, batch_id: str) -> int:
+    events = (await api.get(f"/v1/batches/{batch_id}/events", params={"stream": "false"})).json()["events"]
+    return sum(1 for e in events if e["type"] == "completed")
+
+
+async def test_two_replicas_completing_the_last_two_jobs_finish_the_batch_once(replicas):
+    a = await replicas()
+    b = await replicas()
+    store_a, store_b = a.services.store, b.services.store
+
+    # Realistic races: the last two reports of each batch arrive at once on two replicas.
+    for _ in range(5):
+        batch = await a.create({"jobs": ["J"] * 6, "on_complete": {"job": {"name": "Done"}}})
+        msgs = await a.claim_until(6)
+        for m in msgs[:4]:
+            await (a if m["position"] % 2 else b).complete(m)
+        r1, r2 = await asyncio.gather(
+            a.post(f"/v1/jobs/{msgs[4]['job_id']}/complete", {"attempt": 1, "result": 4}),
+            b.post(f"/v1/jobs/{msgs[5]['job_id']}/complete", {"attempt": 1, "result": 5}),
+        )
+        assert r1.status_code == r2.status_code == 200, (r1.text, r2.text)
+        final = await b.batch(batch["id"])
+        assert final["status"] == "completed"
+        assert (final["completed"], final["failed"], final["pending"], final["in_flight"]) == (6, 0, 0, 0)
+        assert await completed_events(a, batch["id"]) == 1
+        # on_complete ran once: exactly one callback job.
+        callbacks = await a.jobs(batch["id"], kind="callback")
+        assert len(callbacks) == 1
+        (callback,) = await a.claim_until(1)
+        await b.complete(callback)
+
+    # The same race made deterministic: replica A has read the batch (the last two jobs
+    # running) and is about to commit when replica B completes the other job.
+    batch = await a.create({"jobs": ["X", "Y"]})
+    x, y = sorted(await a.claim_until(2), key=lambda m: m["position"])
+    original = store_a.commit_script
+    b_done = asyncio.Event()
+    calls = 0
+
+    async def commit_after_b(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await b_done.wait()
+        return await original(*args, **kwargs)
+
+    store_a.commit_script = commit_after_b
+    conflicts_before = store_a.conflicts
+    try:
+        task = asyncio.create_task(a.complete(x, result="x"))
+        while calls == 0:
+            await asyncio.sleep(0.005)
+        await b.complete(y, result="y")
+        assert (await b.batch(batch["id"]))["status"] == "running"  # B was not last
+        b_done.set()
+        await task
+    finally:
+        store_a.commit_script = original
+    assert store_a.conflicts == conflicts_before + 1  # A's first commit was refused and re-run
+    final = await a.batch(batch["id"])
+    assert final["status"] == "completed" and final["completed"] == 2 and final["in_flight"] == 0
+    assert await completed_events(b, batch["id"]) == 1
+    results = (await a.get(f"/v1/batches/{batch['id']}/results")).json()["results"]
+    assert results == {x["job_id"]: "x", y["job_id"]: "y"}
+
+
+async def batch_keys(raw: Redis, prefix: str, batch_id: str, job_ids: set[str]) -> dict[str, int]:
+    """TTL of every key that belongs to one batch (SCAN is fine in a test, never on a request)."""
+    keys = {}
+    async for key in raw.scan_iter(match=f"{prefix}:*", count=1000):
+        if batch_id in key or any(j in key for j in job_ids):
+            keys[key] = await raw.ttl(key)
+    return keys
+
+
+async def job_ids(api, batch_id: str) -> set[str]:
+    """Ids of the batch's jobs and webhooks (their keys do not name the batch)."""
+    jobs = {j["id"] for j in await api.jobs(batch_id)}
+    hooks = (await api.get(f"/v1/batches/{batch_id}/callbacks")).json()["webhooks"]
+    return jobs | {w["id"] for w in hooks}
+
+
+async def test_finished_batches_expire_and_running_ones_do_not(replicas, raw_redis):
+    api = await replicas(finished_ttl_s=TTL)
+    prefix = api.settings.redis_prefix
+    done = await api.create(
+        {
+            "jobs": [{"name": "A", "max_attempts": 2}, ["B", "UndoB"]],
+            "failure_policy": "allow_failures",
+            "on_complete": {"url": "http://127.0.0.1:9/hook", "job": {"name": "Report"}},
+            "on_event": {"url": "http://127.0.0.1:9/events"},
+        }
+    )
+    running = await api.create({"jobs": ["C", "D"]})
+    msgs = {m["name"]: m for m in await api.claim_until(4)}
+    await api.fail(msgs["A"], "flaky")  # retried: a second attempt
+    await api.fail(msgs["B"], "broken", retryable=False)  # compensated
+    await api.complete(msgs["C"])
+    for m in await api.claim_until(2):  # A's retry and UndoB
+        await api.complete(m)
+    assert (await api.batch(done["id"]))["status"] == "completed_with_failures"
+    (report,) = await api.claim_until(1)  # the on_complete job, dispatched as it finished
+    assert report["name"] == "Report"
+    await api.complete(report)  # a write to an already finished batch keeps the TTL
+
+    keys = await batch_keys(raw_redis, prefix, done["id"], await job_ids(api, done["id"]))
+    kinds = {k[len(prefix) + 1 :].split(":")[0] for k in keys}
+    assert {"batch", "job", "attempts", "bjobs", "events", "webhooks", "webhook"} <= kinds, kinds
+    for key, ttl in keys.items():
+        assert TTL - 60 < ttl <= TTL, (key, ttl)
+
+    keys = await batch_keys(raw_redis, prefix, running["id"], await job_ids(api, running["id"]))
+    assert keys and all(ttl == -1 for ttl in keys.values()), keys
+    # Shared keys (indexes, streams, leases, counters) never expire.
+    for key in [f"{prefix}:batches:created", f"{prefix}:leases", f"{prefix}:event_seq", f"{prefix}:queues"]:
+        assert await raw_redis.ttl(key) == -1, key
+    # Listing still works and finds both.
+    listed = {b["id"] for b in (await api.get("/v1/batches")).json()["batches"]}
+    assert listed == {done["id"], running["id"]}
+
+
+async def test_a_retried_finished_batch_loses_its_ttl_and_gets_it_back(replicas, raw_redis):
+    api = await replicas(finished_ttl_s=TTL)
+    prefix = api.settings.redis_prefix
+    batch = await api.create({"jobs": ["Ok", "Bad"], "failure_policy": "allow_failures"})
+    msgs = {m["name"]: m for m in await api.claim_until(2)}
+    await api.complete(msgs["Ok"])
+    await api.fail(msgs["Bad"], "nope")
+    assert (await api.batch(batch["id"]))["status"] == "completed_with_failures"
+    ids = await job_ids(api, batch["id"])
+    assert all(ttl > 0 for ttl in (await batch_keys(raw_redis, prefix, batch["id"], ids)).values())
+
+    r = await api.post(f"/v1/batches/{batch['id']}/retry")
+    assert r.status_code == 200, r.text
+    assert (await api.batch(batch["id"]))["status"] == "running"
+    keys = await batch_keys(raw_redis, prefix, batch["id"], ids)
+    assert keys and all(ttl == -1 for ttl in keys.values()), keys
+
+    (again,) = await api.claim_until(1)
+    await api.complete(again)
+    assert (await api.batch(batch["id"]))["status"] == "completed"
+    keys = await batch_keys(raw_redis, prefix, batch["id"], ids)
+    assert all(TTL - 60 < ttl <= TTL for ttl in keys.values()), keys
+
+
+async def test_expired_batches_disappear_from_listings(replicas, raw_redis):
+    api = await replicas()
+    prefix = api.settings.redis_prefix
+    first = await api.create({"jobs": ["A"]})
+    second = await api.create({"jobs": ["B"]})
+    await raw_redis.delete(f"{prefix}:batch:{first['id']}")  # as if its TTL ran out
+    listed = [b["id"] for b in (await api.get("/v1/batches")).json()["batches"]]
+    assert listed == [second["id"]]
+    assert await raw_redis.zscore(f"{prefix}:batches:created", first["id"]) is None  # dropped lazily
+    assert (await api.get(f"/v1/batches/{first['id']}")).status_code == 404
+
+
+async def test_no_keys_or_scan_on_any_path(replicas, sent_commands):
+    api = await replicas(default_max_attempts=2)
+    batch = await api.create(
+        {"type": "chain", "jobs": [["A", "UndoA"], "B", "C"], "on_failure": {"url": "http://127.0.0.1:9/x"}}
+    )
+    par = await api.create({"jobs": ["P"] * 5, "max_concurrency": 2})
+    msgs = await api.run_all(
+        handler=lambda m: api.fail(m, "bad", retryable=False) if m["name"] == "B" else api.complete(m)
+    )
+    assert msgs
+    for url in [
+        f"/v1/batches/{batch['id']}",
+        f"/v1/batches/{batch['id']}/progress",
+        f"/v1/batches/{batch['id']}/jobs",
+        f"/v1/batches/{batch['id']}/results",
+        f"/v1/batches/{batch['id']}/callbacks",
+        f"/v1/batches/{batch['id']}/events?stream=false",
+        "/v1/batches?status=failed",
+        "/v1/queues",
+        "/metrics",
+        "/readyz",
+    ]:
+        assert (await api.get(url)).status_code in (200, 404)
+    await api.post(f"/v1/batches/{par['id']}/cancel")
+    await asyncio.sleep(0.2)  # background loops: relay, reaper, webhooks
+    assert sum(sent_commands.values()) > 50
+    assert not {"KEYS", "SCAN"} & set(sent_commands), sent_commands
+    for script in (
+        redis_store.COMMIT_LUA,
+        redis_store.RELAY_LUA,
+        redis_store.CLAIM_WEBHOOKS_LUA,
+        redis_store.SAVE_WEBHOOK_LUA,
+    ):
+        assert "'KEYS'" not in script.upper() and "'SCAN'" not in script.upper()
+
+
+async def test_progress_read_is_constant_in_batch_size(replicas, sent_commands):
+    api = await replicas(background=False)
+    costs = {}
+    for size in (3, 2000):
+        batch = await api.create({"jobs": ["J"] * size})
+        url = f"/v1/batches/{batch['id']}/progress"
+        await api.get(url)  # warm: connections open
+        sent_commands.clear()
+        r = await api.get(url)
+        assert r.status_code == 200 and r.json()["total"] == size
+        costs[size] = sum(sent_commands.values())
+    assert costs[3] == costs[2000] == 1, costs  # one HGETALL
