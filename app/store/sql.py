@@ -276,7 +276,9 @@ def make_engine(url: str) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping (it costs a round trip per transaction): a connection found dead is
+    # invalidated and SqlStore.run retries the operation on a fresh one.
+    return create_async_engine(url, pool_size=20, max_overflow=20, pool_recycle=1800)
 
 
 class SqlStore(Store):
@@ -310,7 +312,7 @@ class SqlStore(Store):
                     self.on_enqueue(uow.queues_touched)
                 return result
             except DBAPIError as exc:
-                if not _is_retryable(exc) or attempt == 7:
+                if not (_is_retryable(exc) or exc.connection_invalidated) or attempt == 7:
                     raise
                 log.info("retrying after transient database error: %s", exc.orig)
                 await asyncio.sleep(0.01 * (attempt + 1))
