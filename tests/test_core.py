@@ -225,3 +225,34 @@ async def test_list_batches_filters_and_paginates(api):
     q1 = (await api.get("/v1/batches", params={"queue": "q1"})).json()["batches"]
     assert {b["id"] for b in q1} == {ids[0], ids[2]}
     assert (await api.get("/v1/batches", params={"status": "bogus"})).status_code == 422
+
+
+async def test_many_reports_in_one_call_each_with_its_own_outcome(api):
+    batch = await api.create({"jobs": ["A", "B", "C", "D"], "failure_policy": "allow_failures"})
+    a, b, c, d = sorted(await api.claim_until(4), key=lambda m: m["position"])
+    await api.complete(d)
+    r = await api.post(
+        "/v1/reports",
+        {
+            "reports": [
+                {"job_id": a["job_id"], "attempt": 1, "lease": a["lease"], "outcome": "completed", "result": {"a": 1}},
+                {"job_id": b["job_id"], "attempt": 1, "outcome": "failed", "error": "bad", "retryable": False},
+                {"job_id": c["job_id"], "attempt": 5, "outcome": "completed"},
+                {"job_id": d["job_id"], "attempt": 1, "outcome": "completed"},
+                {"job_id": "00000000-0000-0000-0000-000000000000", "attempt": 1, "outcome": "completed"},
+                {"job_id": a["job_id"], "attempt": 1, "outcome": "completed", "result": {"a": 2}},
+            ]
+        },
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["status_code"] for x in results] == [200, 200, 409, 200, 404, 200]
+    assert results[3]["duplicate"] is True and results[5]["duplicate"] is True
+    assert results[1]["status"] == "failed"
+    mid = await api.batch(batch["id"])
+    assert (mid["completed"], mid["failed"], mid["pending"]) == (2, 1, 1)
+    assert (await api.get(f"/v1/batches/{batch['id']}/jobs/{a['job_id']}")).json()["result"] == {"a": 1}
+    await api.complete(c)
+    assert (await api.batch(batch["id"]))["status"] == "completed_with_failures"
+    bad = await api.post("/v1/reports", {"reports": [{"job_id": a["job_id"], "attempt": 1, "outcome": "failed"}]})
+    assert bad.status_code == 422 and bad.json()["error"]["field"].startswith("reports[0]")

@@ -160,6 +160,29 @@ class FailIn(ReportIn):
     retryable: bool = True
 
 
+class ReportItemIn(Strict):
+    """One attempt's outcome, for reporting many at once."""
+
+    job_id: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(ge=1)
+    lease: str | None = None
+    outcome: Literal["completed", "failed"]
+    result: Any = None
+    context: dict[str, Any] | None = None
+    error: str | None = Field(default=None, min_length=1, max_length=20000)
+    retryable: bool = True
+
+    @model_validator(mode="after")
+    def failure_has_error(self) -> "ReportItemIn":
+        if self.outcome == "failed" and not self.error:
+            raise ValueError("a failed report needs an `error`")
+        return self
+
+
+class ReportsIn(Strict):
+    reports: list[ReportItemIn] = Field(min_length=1, max_length=500)
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

@@ -6,8 +6,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 
 from app.api.deps import get_services
-from app.api.schemas import ClaimIn, CompleteIn, FailIn, ReportIn, StartIn
+from app.api.schemas import ClaimIn, CompleteIn, FailIn, ReportIn, ReportsIn, StartIn
 from app.container import Services
+from app.domain.errors import DomainError
+from app.services.orchestrator import Report
 
 router = APIRouter(prefix="/v1", tags=["workers"])
 Svc = Annotated[Services, Depends(get_services)]
@@ -40,3 +42,25 @@ async def complete(job_id: str, body: CompleteIn, svc: Svc) -> dict[str, Any]:
 @router.post("/jobs/{job_id}/fail", summary="Report an attempt failed")
 async def fail(job_id: str, body: FailIn, svc: Svc) -> dict[str, Any]:
     return await svc.orchestrator.fail(job_id, body.attempt, body.lease, body.error, body.retryable)
+
+
+@router.post("/reports", summary="Report many attempts at once; each gets its own status")
+async def reports(body: ReportsIn, svc: Svc) -> dict[str, Any]:
+    """Same rules as complete / fail, one transaction for all: a refused report (404/409)
+    does not stop the others. Lets a busy worker send what finished together in one call."""
+    outcomes = await svc.orchestrator.report_many(
+        [
+            Report(r.job_id, r.attempt, r.lease, r.outcome, r.result, r.context, r.error, r.retryable)
+            for r in body.reports
+        ]
+    )
+    results = []
+    for item, outcome in zip(body.reports, outcomes):
+        if isinstance(outcome, DomainError):
+            results.append(
+                {"job_id": item.job_id, "attempt": item.attempt, "status_code": outcome.status,
+                 "error": {"code": outcome.code, "message": outcome.message}}
+            )
+        else:
+            results.append({**outcome, "attempt": item.attempt, "status_code": 200})
+    return {"results": results}

@@ -6,15 +6,30 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from app.config import Settings
 from app.domain import rules
 from app.domain.definitions import JobSpec
-from app.domain.errors import Conflict, Invalid, NotFound
-from app.domain.models import AttemptStatus, Batch, BatchStatus, BatchType, Job, JobKind, JobStatus
+from app.domain.errors import Conflict, DomainError, Invalid, NotFound
+from app.domain.models import Attempt, AttemptStatus, Batch, BatchStatus, BatchType, Job, JobKind, JobStatus
 from app.services.engine import Step, new_id
 from app.store.base import Store, UnitOfWork
+
+
+@dataclass
+class Report:
+    """What a worker says of one attempt: it completed (result, context) or failed (error)."""
+
+    job_id: str
+    attempt: int
+    lease: str | None
+    outcome: str  # "completed" | "failed"
+    result: Any = None
+    context: dict[str, Any] | None = None
+    error: str | None = None
+    retryable: bool = True
 
 
 class Orchestrator:
@@ -180,10 +195,28 @@ class Orchestrator:
     # ---- workers ----------------------------------------------------------------------
 
     @staticmethod
+    async def _lock_owners(uow: UnitOfWork, job_ids: list[str]) -> tuple[dict[str, Batch], dict[str, Job]]:
+        """Lock the batches of these jobs, then read the jobs (so the reads are current)."""
+        job_ids = list(dict.fromkeys(job_ids))
+        batches: dict[str, Batch] = {}
+        if len(job_ids) == 1:
+            batch = await uow.lock_batch_of_job(job_ids[0])
+            if batch is not None:
+                batches[batch.id] = batch
+        else:
+            owners = await uow.get_jobs(job_ids)
+            # Always in id order, so that two multi-batch operations cannot deadlock.
+            for batch_id in sorted({job.batch_id for job in owners.values()}):
+                locked = await uow.lock_batch(batch_id)
+                if locked is not None:
+                    batches[batch_id] = locked
+        return batches, await uow.get_jobs(job_ids)
+
+    @staticmethod
     async def _job_and_batch(uow: UnitOfWork, job_id: str) -> tuple[Job, Batch]:
-        # Lock first, read the job after: what we read can then not be stale.
-        batch = await uow.lock_batch_of_job(job_id)
-        job = await uow.get_job(job_id) if batch is not None else None
+        batches, jobs = await Orchestrator._lock_owners(uow, [job_id])
+        job = jobs.get(job_id)
+        batch = batches.get(job.batch_id) if job is not None else None
         if batch is None or job is None:
             raise NotFound(f"job {job_id} not found")
         return job, batch
@@ -207,14 +240,7 @@ class Orchestrator:
         async def op(uow: UnitOfWork) -> tuple[list[dict[str, Any]], list[Conflict | NotFound]]:
             step = self._step(uow)
             refused: list[Conflict | NotFound] = []
-            batches: dict[str, Batch] = {}
-            owners = await uow.get_jobs(list(dict.fromkeys(job_id for job_id, _ in deliveries)))
-            # Lock every batch involved, always in id order, so two claims cannot deadlock.
-            for batch_id in sorted({job.batch_id for job in owners.values()}):
-                batch = await uow.lock_batch(batch_id)
-                if batch is not None:
-                    batches[batch_id] = batch
-            jobs = await uow.get_jobs(list(owners))  # read again, now under the locks
+            batches, jobs = await self._lock_owners(uow, [job_id for job_id, _ in deliveries])
             attempts = await uow.get_attempts(list(dict.fromkeys(deliveries)))
             started: list[dict[str, Any]] = []
             for job_id, attempt_no in deliveries:
@@ -281,45 +307,63 @@ class Orchestrator:
     async def complete(
         self, job_id: str, attempt_no: int, lease: str | None, result: Any, context: dict | None
     ) -> dict[str, Any]:
-        async def op(uow: UnitOfWork) -> dict[str, Any]:
-            step = self._step(uow)
-            job, batch = await self._job_and_batch(uow, job_id)
-            attempt = await uow.get_attempt(job_id, attempt_no)
-            if attempt is None:
-                raise Conflict(f"job {job_id} has no attempt {attempt_no}")
-            if attempt.status == AttemptStatus.COMPLETED:
-                return {"job_id": job_id, "status": job.status, "duplicate": True}
-            if attempt.status not in AttemptStatus.ACTIVE:
-                raise Conflict(f"attempt {attempt_no} of job {job_id} is {attempt.status}; its report is refused")
-            self._check_lease(attempt, lease)
-            attempt.status = AttemptStatus.COMPLETED
-            attempt.finished_at = step.now
-            await uow.save_attempt(attempt)
-            await step.job_completed(batch, job, result, context)
-            return {"job_id": job_id, "status": job.status, "duplicate": False}
-
-        return await self.store.run(op)
+        return await self._report_one(Report(job_id, attempt_no, lease, "completed", result=result, context=context))
 
     async def fail(self, job_id: str, attempt_no: int, lease: str | None, error: str, retryable: bool) -> dict[str, Any]:
-        async def op(uow: UnitOfWork) -> dict[str, Any]:
+        return await self._report_one(Report(job_id, attempt_no, lease, "failed", error=error, retryable=retryable))
+
+    async def _report_one(self, report: Report) -> dict[str, Any]:
+        (outcome,) = await self.report_many([report])
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    async def report_many(self, reports: list[Report]) -> list[dict[str, Any] | DomainError]:
+        """Apply workers' reports in one operation, each with its own outcome.
+
+        A refused report (unknown job, stale attempt, wrong lease) does not stop the others.
+        """
+
+        async def op(uow: UnitOfWork) -> list[dict[str, Any] | DomainError]:
             step = self._step(uow)
-            job, batch = await self._job_and_batch(uow, job_id)
-            attempt = await uow.get_attempt(job_id, attempt_no)
-            if attempt is None:
-                raise Conflict(f"job {job_id} has no attempt {attempt_no}")
-            if attempt.status == AttemptStatus.FAILED:
-                return {"job_id": job_id, "status": job.status, "duplicate": True}
-            if attempt.status not in AttemptStatus.ACTIVE:
-                raise Conflict(f"attempt {attempt_no} of job {job_id} is {attempt.status}; its report is refused")
-            self._check_lease(attempt, lease)
-            attempt.status = AttemptStatus.FAILED
-            attempt.error = error
-            attempt.finished_at = step.now
-            await uow.save_attempt(attempt)
-            await step.attempt_failed(batch, job, attempt, error, retryable)
-            return {"job_id": job_id, "status": job.status, "attempts": job.attempts, "duplicate": False}
+            batches, jobs = await self._lock_owners(uow, [r.job_id for r in reports])
+            attempts = await uow.get_attempts(list(dict.fromkeys((r.job_id, r.attempt) for r in reports)))
+            outcomes: list[dict[str, Any] | DomainError] = []
+            for report in reports:
+                job = jobs.get(report.job_id)
+                batch = batches.get(job.batch_id) if job is not None else None
+                if job is None or batch is None:
+                    outcomes.append(NotFound(f"job {report.job_id} not found"))
+                    continue
+                try:
+                    outcome = await self._apply(step, batch, job, attempts.get((report.job_id, report.attempt)), report)
+                except Conflict as refused:
+                    outcomes.append(refused)
+                else:
+                    outcomes.append(outcome)
+            return outcomes
 
         return await self.store.run(op)
+
+    async def _apply(self, step: Step, batch: Batch, job: Job, attempt: Attempt | None, report: Report) -> dict[str, Any]:
+        if attempt is None:
+            raise Conflict(f"job {job.id} has no attempt {report.attempt}")
+        done = AttemptStatus.COMPLETED if report.outcome == "completed" else AttemptStatus.FAILED
+        if attempt.status == done:  # the same report again: nothing more to do
+            return {"job_id": job.id, "status": job.status, "attempts": job.attempts, "duplicate": True}
+        if attempt.status not in AttemptStatus.ACTIVE:
+            raise Conflict(f"attempt {report.attempt} of job {job.id} is {attempt.status}; its report is refused")
+        self._check_lease(attempt, report.lease)
+        attempt.status = done
+        attempt.finished_at = step.now
+        if report.outcome == "completed":
+            await step.uow.save_attempt(attempt)
+            await step.job_completed(batch, job, report.result, report.context)
+        else:
+            attempt.error = report.error
+            await step.uow.save_attempt(attempt)
+            await step.attempt_failed(batch, job, attempt, report.error or "failed", report.retryable)
+        return {"job_id": job.id, "status": job.status, "attempts": job.attempts, "duplicate": False}
 
     async def expire(self, job_id: str, attempt_no: int) -> bool:
         """The lease of a running attempt ran out: count it as a failed attempt."""

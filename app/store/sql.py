@@ -136,21 +136,32 @@ class SqlUnitOfWork(UnitOfWork):
             self._webhooks.clear()
 
     async def lock_batch(self, batch_id: str) -> Batch | None:
-        await self.flush()
-        stmt = select(t.batches).where(t.batches.c.id == batch_id)
-        if self.postgres:
-            stmt = stmt.with_for_update()
-        row = (await self.conn.execute(stmt)).first()
-        return _batch(row) if row else None
+        return await self._lock(t.batches.c.id == batch_id)
 
     async def lock_batch_of_job(self, job_id: str) -> Batch | None:
-        await self.flush()
         owner = select(t.jobs.c.batch_id).where(t.jobs.c.id == job_id).scalar_subquery()
-        stmt = select(t.batches).where(t.batches.c.id == owner)
+        return await self._lock(t.batches.c.id == owner)
+
+    async def _lock(self, condition) -> Batch | None:  # noqa: ANN001
+        await self.flush()
+        stmt = select(t.batches).where(condition)
         if self.postgres:
             stmt = stmt.with_for_update()
         row = (await self.conn.execute(stmt)).first()
-        return _batch(row) if row else None
+        if row is None:
+            return None
+        self._evict(row.id)
+        return _batch(row)
+
+    def _evict(self, batch_id: str) -> None:
+        """Forget records of the batch read before its lock: they may predate the last change.
+
+        (Flushed just before, so nothing of this operation's own is lost.)
+        """
+        for job_id in [j for j, job in self._jobs.items() if job.batch_id == batch_id]:
+            del self._jobs[job_id]
+        for key in [k for k, a in self._attempts.items() if a.batch_id == batch_id]:
+            del self._attempts[key]
 
     async def get_jobs(self, job_ids: list[str]) -> dict[str, Job]:
         missing = [i for i in job_ids if i not in self._jobs]

@@ -1,4 +1,4 @@
-"""The worker side of the HTTP protocol (claim / start / heartbeat / complete / fail / add jobs)."""
+"""The worker side of the HTTP protocol (claim / start / heartbeat / reports / add jobs)."""
 from __future__ import annotations
 
 import asyncio
@@ -66,15 +66,10 @@ class ApiClient:
     async def heartbeat(self, msg: dict[str, Any]) -> dict[str, Any]:
         return await self._post(f"/v1/jobs/{msg['job_id']}/heartbeat", _report(msg))
 
-    async def complete(self, msg: dict[str, Any], result: Any, context: dict[str, Any] | None) -> dict[str, Any]:
-        body = {**_report(msg), "result": result}
-        if context is not None:
-            body["context"] = context
-        return await self._post(f"/v1/jobs/{msg['job_id']}/complete", body, retries=5)
-
-    async def fail(self, msg: dict[str, Any], error: str, retryable: bool) -> dict[str, Any]:
-        body = {**_report(msg), "error": error[:20000] or "error", "retryable": retryable}
-        return await self._post(f"/v1/jobs/{msg['job_id']}/fail", body, retries=5)
+    async def reports(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Several outcomes in one call (retried: reports are idempotent per attempt)."""
+        reply = await self._post("/v1/reports", {"reports": items}, retries=5)
+        return reply["results"]
 
     async def add_jobs(self, batch_id: str, jobs: list[Any]) -> dict[str, Any]:
         # Not retried: adding jobs twice would run them twice.

@@ -1,7 +1,7 @@
 """The worker runtime: N concurrent slots fed by one fetch loop per queue.
 
 Each message is run by its handler while a heartbeat keeps its lease alive; the outcome is
-reported with complete / fail. A refused heartbeat (409: the lease expired, the batch was
+reported through a Reporter (POST /v1/reports, coalescing outcomes that finish together). A refused heartbeat (409: the lease expired, the batch was
 cancelled) means someone else owns the job now: the worker stops and reports nothing.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import httpx
 from app.worker.client import ApiClient, Rejected
 from app.worker.context import JobContext, JobResult, PermanentError
 from app.worker.registry import Handler, Registry, is_async
+from app.worker.reporter import Reporter
 from app.worker.sources import ClaimSource, Source, StreamSource
 
 log = logging.getLogger("batchq.worker")
@@ -86,6 +87,7 @@ class Worker:
         self.client = ApiClient(
             self.api_url, self.transport, self.poll_wait_s + 30, self.concurrency + len(self.queues) + 4, self.api_token
         )
+        self.reporter = Reporter(self.client)
         self.source: Source
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://", "unix://")):
             self.source = StreamSource(self.client, self.worker_id, self.broker_url, self.prefix, self.claim_timeout_s)
@@ -120,6 +122,7 @@ class Worker:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         await self.source.close()
+        await self.reporter.close()
         await self.client.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._started = False
@@ -281,11 +284,16 @@ class Worker:
                 problem = _unreportable(result, context)
                 if problem:
                     failure = (problem, False)
+            item: dict[str, Any] = {"job_id": msg["job_id"], "attempt": msg["attempt"], "lease": msg.get("lease")}
             if failure is None:
-                await self.client.complete(msg, result, context)
+                item.update(outcome="completed", result=result)
+                if context is not None:
+                    item["context"] = context
+                await self.reporter.report(item)
                 self.stats.completed += 1
             else:
-                await self.client.fail(msg, failure[0], failure[1])
+                item.update(outcome="failed", error=failure[0][:20000] or "error", retryable=failure[1])
+                await self.reporter.report(item)
                 self.stats.failed += 1
         except Rejected as exc:
             self.stats.abandoned += 1
