@@ -56,6 +56,7 @@ class Services:
     webhooks: WebhookSender
     tasks: list[asyncio.Task] = field(default_factory=list)
     relay_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self, background: bool | None = None) -> None:
         await self.store.init()
@@ -66,12 +67,13 @@ class Services:
     def start_background(self) -> None:
         s = self.settings
         reaper = LeaseReaper(self.store, self.orchestrator)
+        self.stopping.clear()
         loops = [
-            run_forever("lease-reaper", reaper.step, s.reaper_interval_s),
-            run_forever("webhooks", self.webhooks.step, s.poll_interval_s),
+            run_forever("lease-reaper", reaper.step, s.reaper_interval_s, self.stopping),
+            run_forever("webhooks", self.webhooks.step, s.poll_interval_s, self.stopping),
         ]
         if self.broker.needs_relay:
-            loops.append(run_forever("relay", self._relay_step(), s.poll_interval_s, self.relay_wakeup))
+            loops.append(run_forever("relay", self._relay_step(), s.poll_interval_s, self.stopping, self.relay_wakeup))
         self.tasks = [asyncio.create_task(loop) for loop in loops]
 
     def _relay_step(self):  # noqa: ANN202
@@ -83,9 +85,13 @@ class Services:
         return self.store.relay_step  # type: ignore[attr-defined]  # Redis store: delayed messages
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        # Ask the loops to end after their current round; cancel any that do not in time.
+        self.stopping.set()
+        if self.tasks:
+            _done, late = await asyncio.wait(self.tasks, timeout=10)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks = []
         await self.webhooks.close()
         await self.broker.close()

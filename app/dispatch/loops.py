@@ -1,4 +1,4 @@
-"""A small helper for background loops: run a step forever, sleep between idle rounds."""
+"""Background loops: run a step again and again, sleeping between idle rounds, until told to stop."""
 from __future__ import annotations
 
 import asyncio
@@ -8,9 +8,19 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger(__name__)
 
 
-async def run_forever(name: str, step: Callable[[], Awaitable[int]], idle_s: float, wakeup: asyncio.Event | None = None) -> None:
-    """Call `step` (which returns how much it did) until cancelled; errors are logged, not fatal."""
-    while True:
+async def run_forever(
+    name: str,
+    step: Callable[[], Awaitable[int]],
+    idle_s: float,
+    stopping: asyncio.Event,
+    wakeup: asyncio.Event | None = None,
+) -> None:
+    """Call `step` (which returns how much it did) until `stopping` is set.
+
+    Errors are logged, not fatal. The loop ends by itself when `stopping` is set (a round
+    in progress finishes first) instead of relying on task cancellation alone.
+    """
+    while not stopping.is_set():
         try:
             done = await step()
         except asyncio.CancelledError:
@@ -21,21 +31,25 @@ async def run_forever(name: str, step: Callable[[], Awaitable[int]], idle_s: flo
         if done:
             continue
         if wakeup is None:
-            await asyncio.sleep(idle_s)
-            continue
-        await wait_event(wakeup, idle_s)
-        wakeup.clear()
+            await wait_event(stopping, idle_s)
+        else:
+            await wait_any((wakeup, stopping), idle_s)
+            wakeup.clear()
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
-    """Wait for `event` up to `timeout` seconds; True if it was set.
+    """Wait for `event` up to `timeout` seconds; True if it was set."""
+    return await wait_any((event,), timeout)
 
-    Uses asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-    cancellation that arrives just as the event is set, and the loop never stops.
-    """
-    try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
+
+async def wait_any(events: tuple[asyncio.Event, ...], timeout: float) -> bool:
+    """Wait until one of `events` is set or `timeout` passes; True if one was set."""
+    if any(e.is_set() for e in events):
         return True
-    except TimeoutError:
-        return False
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        return bool(done)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
