@@ -90,6 +90,24 @@ class UnitOfWork(ABC):
     async def add_webhook(self, webhook: Webhook) -> None: ...
 
 
+class BufferingUnitOfWork(UnitOfWork):
+    """A unit of work that keeps the messages, events and webhooks it writes until commit."""
+
+    def __init__(self) -> None:
+        self._messages: list[Message] = []
+        self._events: list[Event] = []
+        self._webhooks: list[Webhook] = []
+
+    async def enqueue(self, message: Message) -> None:
+        self._messages.append(message)
+
+    async def add_event(self, event: Event) -> None:
+        self._events.append(event)
+
+    async def add_webhook(self, webhook: Webhook) -> None:
+        self._webhooks.append(webhook)
+
+
 class Store(ABC):
     @abstractmethod
     async def init(self) -> None:

@@ -67,7 +67,7 @@ from app.domain.models import (
     Webhook,
     record_fields,
 )
-from app.store.base import Store, UnitOfWork
+from app.store.base import BufferingUnitOfWork, Store, UnitOfWork
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -287,8 +287,9 @@ return 1
 
 
 
-class RedisUnitOfWork(UnitOfWork):
+class RedisUnitOfWork(BufferingUnitOfWork):
     def __init__(self, store: RedisStore):
+        super().__init__()
         self.store = store
         self.redis = store.redis
         self.keys = store.keys
@@ -305,9 +306,6 @@ class RedisUnitOfWork(UnitOfWork):
         self._attempts: dict[tuple[str, int], Attempt] = {}
         self._attempt_read: dict[tuple[str, int], str | None] = {}
         self._dirty_attempts: set[tuple[str, int]] = set()
-        self._messages: list[Message] = []
-        self._events: list[Event] = []
-        self._webhooks: list[Webhook] = []
         self.queues_touched: set[str] = set()
         self.held: list[asyncio.Lock] = []  # in-process batch locks, released after commit
 
@@ -495,15 +493,6 @@ class RedisUnitOfWork(UnitOfWork):
             self._attempt_read[key] = attempt.status
         self._attempts[key] = attempt
         self._dirty_attempts.add(key)
-
-    async def enqueue(self, message: Message) -> None:
-        self._messages.append(message)
-
-    async def add_event(self, event: Event) -> None:
-        self._events.append(event)
-
-    async def add_webhook(self, webhook: Webhook) -> None:
-        self._webhooks.append(webhook)
 
     # ---- commit -----------------------------------------------------------------------
 

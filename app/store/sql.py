@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.domain.models import Attempt, Batch, Event, Job, JobStatus, Message, Webhook, record_fields
 from app.store import sql_schema as t
-from app.store.base import Store, UnitOfWork
+from app.store.base import BufferingUnitOfWork, Store, UnitOfWork
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,8 +69,9 @@ def _rows_for_update(objs: Iterable[Any], key_cols: list[str], names: list[str])
     return rows
 
 
-class SqlUnitOfWork(UnitOfWork):
+class SqlUnitOfWork(BufferingUnitOfWork):
     def __init__(self, conn: AsyncConnection):
+        super().__init__()
         self.conn = conn
         self.postgres = conn.dialect.name == "postgresql"
         self._jobs: dict[str, Job] = {}  # identity map
@@ -81,9 +82,6 @@ class SqlUnitOfWork(UnitOfWork):
         self._dirty_attempts: dict[tuple[str, int], Attempt] = {}
         self._new_batches: list[Batch] = []
         self._dirty_batches: dict[str, Batch] = {}
-        self._messages: list[Message] = []
-        self._events: list[Event] = []
-        self._webhooks: list[Webhook] = []
         self.queues_touched: set[str] = set()
 
     async def flush(self) -> None:
@@ -249,15 +247,6 @@ class SqlUnitOfWork(UnitOfWork):
         key = (attempt.job_id, attempt.attempt)
         if key not in self._new_attempts:
             self._dirty_attempts[key] = attempt
-
-    async def enqueue(self, message: Message) -> None:
-        self._messages.append(message)
-
-    async def add_event(self, event: Event) -> None:
-        self._events.append(event)
-
-    async def add_webhook(self, webhook: Webhook) -> None:
-        self._webhooks.append(webhook)
 
 
 def _is_retryable(exc: DBAPIError) -> bool:
