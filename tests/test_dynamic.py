@@ -243,3 +243,19 @@ async def test_events_stream_follows_a_running_batch_live(api):
                 break
     await task
     assert [e["event"] for e in seen] == ["started", "progress", "progress", "completed"]
+
+
+async def test_metrics_count_deliveries_reports_and_expired_leases(api):
+    await api.create({"jobs": ["A", "B", {"name": "C", "timeout_s": 0.2}], "failure_policy": "allow_failures"})
+    msgs = {m["name"]: m for m in await api.claim_until(3)}
+    await api.complete(msgs["A"])
+    await api.complete(msgs["A"])  # a duplicate
+    await api.fail(msgs["B"], "x")
+    await api.wait_status(msgs["C"]["batch_id"], "completed_with_failures")  # C's lease expires
+    text = (await api.get("/metrics")).text
+    assert 'batchq_batches_created_total{type="parallel"} 1' in text
+    assert "batchq_messages_delivered_total 3" in text
+    assert 'batchq_reports_total{outcome="completed",result="completed"} 1' in text
+    assert 'batchq_reports_total{outcome="completed",result="duplicate"} 1' in text
+    assert 'batchq_reports_total{outcome="failed",result="failed"} 1' in text
+    assert "batchq_leases_expired_total 1" in text

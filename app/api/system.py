@@ -73,4 +73,5 @@ async def metrics(svc: Svc) -> str:
     lines += ["# HELP batchq_queue_oldest_age_seconds Age of the oldest waiting message.", "# TYPE batchq_queue_oldest_age_seconds gauge"]
     for q in overview:
         lines.append(f'batchq_queue_oldest_age_seconds{{queue="{q["name"]}"}} {q["oldest_age_s"]}')
+    lines += svc.orchestrator.metrics.render()
     return "\n".join(lines) + "\n"

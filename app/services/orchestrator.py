@@ -15,6 +15,7 @@ from app.domain.definitions import JobSpec
 from app.domain.errors import Conflict, DomainError, Invalid, NotFound
 from app.domain.models import Attempt, AttemptStatus, Batch, BatchStatus, BatchType, Job, JobKind, JobStatus
 from app.services.engine import Step, new_id
+from app.services.metrics import Metrics
 from app.store.base import Store, UnitOfWork
 
 
@@ -37,6 +38,7 @@ class Orchestrator:
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.metrics = Metrics()
 
     def _step(self, uow: UnitOfWork) -> Step:
         return Step(uow=uow, settings=self.settings, now=self.clock())
@@ -85,7 +87,9 @@ class Orchestrator:
             await step.settle(batch)
             return batch
 
-        return await self.store.run(op)
+        batch = await self.store.run(op)
+        self.metrics.inc("batchq_batches_created_total", type=batch.type)
+        return batch
 
     async def add_jobs(self, batch_id: str, specs: list[JobSpec]) -> tuple[Batch, list[Job]]:
         async def op(uow: UnitOfWork) -> tuple[Batch, list[Job]]:
@@ -280,7 +284,9 @@ class Orchestrator:
                 await uow.save_batch(batch)
             return started, refused
 
-        return await self.store.run(op)
+        started, refused = await self.store.run(op)
+        self.metrics.inc("batchq_messages_delivered_total", len(started))
+        return started, refused
 
     @staticmethod
     def _check_lease(attempt, lease: str | None) -> None:  # noqa: ANN001
@@ -343,7 +349,14 @@ class Orchestrator:
                     outcomes.append(outcome)
             return outcomes
 
-        return await self.store.run(op)
+        outcomes = await self.store.run(op)
+        for report, outcome in zip(reports, outcomes):
+            if isinstance(outcome, DomainError):
+                self.metrics.inc("batchq_reports_total", outcome=report.outcome, result="refused")
+            else:
+                result = "duplicate" if outcome["duplicate"] else outcome["status"]
+                self.metrics.inc("batchq_reports_total", outcome=report.outcome, result=result)
+        return outcomes
 
     async def _apply(self, step: Step, batch: Batch, job: Job, attempt: Attempt | None, report: Report) -> dict[str, Any]:
         if attempt is None:
@@ -385,6 +398,8 @@ class Orchestrator:
             return True
 
         try:
-            return await self.store.run(op)
+            expired = await self.store.run(op)
         except NotFound:
             return False
+        self.metrics.inc("batchq_leases_expired_total", int(expired))
+        return expired
