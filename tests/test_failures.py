@@ -78,7 +78,7 @@ async def test_failing_compensation_is_retried_recorded_and_does_not_block_the_r
             "type": "chain",
             "jobs": [
                 {"name": "A", "compensation": "UndoA"},
-                {"name": "B", "compensation": "UndoB", "max_attempts": 2},
+                {"name": "B", "compensation": {"name": "UndoB", "max_attempts": 2}},
                 "C",
             ],
         }
@@ -240,3 +240,13 @@ async def test_bad_compensation_and_callback_input_is_422(api):
         assert r.status_code == 422, (body, r.text)
         assert r.json()["error"]["field"].startswith(field), (body, r.json())
     assert (await api.get("/v1/batches")).json()["batches"] == []
+
+
+async def test_fail_fast_does_not_retry_other_jobs_once_the_batch_is_failing(api):
+    batch = await api.create({"jobs": [{"name": "A"}, {"name": "B", "max_attempts": 3}]})
+    a, b = sorted(await api.claim_until(2), key=lambda m: m["position"])
+    await api.fail(a, "fatal")
+    await api.fail(b, "transient")  # would be retried, but the batch has already failed fast
+    assert await api.claim(max=5, wait_s=0.3) == []
+    final = await api.batch(batch["id"])
+    assert (final["status"], final["failed"]) == ("failed", 2)

@@ -16,6 +16,7 @@ class Strict(BaseModel):
 class CompensationIn(Strict):
     name: Name
     args: dict[str, Any] = Field(default_factory=dict)
+    max_attempts: int | None = Field(default=None, ge=1, le=100)  # default: the job's own
 
 
 def _form(value: Any) -> str:

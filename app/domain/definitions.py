@@ -20,7 +20,10 @@ def _compensation(value: Any) -> dict[str, Any] | None:
         return None
     if isinstance(value, str):
         return {"name": value, "args": {}}
-    return {"name": value["name"], "args": dict(value.get("args") or {})}
+    spec = {"name": value["name"], "args": dict(value.get("args") or {})}
+    if value.get("max_attempts"):
+        spec["max_attempts"] = value["max_attempts"]
+    return spec
 
 
 def job_spec(form: Any) -> JobSpec:

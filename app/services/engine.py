@@ -22,6 +22,7 @@ from app.domain.models import (
     BatchStatus,
     BatchType,
     Event,
+    FailurePolicy,
     Job,
     JobKind,
     JobStatus,
@@ -157,7 +158,7 @@ class Step:
             await self.event(batch, "job_failed", self.job_summary(job))
             if batch.type == BatchType.PARALLEL and job.compensation is not None:
                 await self.start_compensations(batch, [job], job, sequential=False)
-            if not rules.failing(batch) and batch.failure_policy == "fail_fast":
+            if not rules.failing(batch) and batch.failure_policy == FailurePolicy.FAIL_FAST:
                 batch.error = {"job_id": job.id, "name": job.name, "error": error}
                 await self.cancel_unstarted(batch, reason="fail_fast")
                 if batch.type == BatchType.CHAIN:
@@ -171,7 +172,10 @@ class Step:
     async def attempt_failed(self, batch: Batch, job: Job, attempt: Attempt, error: str, retryable: bool) -> None:
         """One attempt failed: retry with backoff while attempts remain, else fail the job."""
         job.error = error
-        if retryable and job.attempts_left > 0 and not batch.finished:
+        # A batch's own job gets no more tries once the batch is failing fast: that work is
+        # not wanted now. Compensations (the undoing) keep theirs.
+        unwanted = job.kind == JobKind.JOB and rules.failing(batch)
+        if retryable and job.attempts_left > 0 and not batch.finished and not unwanted:
             failed_attempts = job.attempts - job.attempt_base
             delay = rules.backoff_delay(
                 failed_attempts, self.settings.retry_backoff_base_s, self.settings.retry_backoff_max_s
@@ -234,7 +238,7 @@ class Step:
                     queue=original.queue,
                     kind=JobKind.COMPENSATION,
                     args=dict(spec.get("args") or {}),
-                    max_attempts=original.max_attempts,
+                    max_attempts=spec.get("max_attempts") or original.max_attempts,
                     timeout_s=original.timeout_s,
                     original_job_id=original.id,
                     compensation_info={
