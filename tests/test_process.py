@@ -203,3 +203,42 @@ def test_real_server_and_stream_workers_on_postgres_and_redis(procs, pg_ready):
     finally:
         p.stop_all()
         asyncio.run(_drop_redis_prefix(prefix))
+
+
+@pytest.mark.skipif("sqlite" not in BACKENDS, reason="sqlite backend not selected")
+def test_events_stream_live_from_a_real_server(procs, tmp_path):
+    """Over a real socket each event arrives as it happens, not when the batch ends."""
+    import json
+    import threading
+
+    data = tmp_path / "sse"
+    data.mkdir()
+    p = procs(**FAST)
+    port = free_port()
+    server = p.start("server", "serve", "--port", str(port), "--no-access-log", cwd=data)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        wait_healthy(client, server, p)
+        batch = client.post("/v1/batches", json={"jobs": ["A", "B"]}).json()
+        seen: list[str] = []
+        arrived = threading.Event()
+
+        def follow() -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as sse:
+                with sse.stream("GET", f"/v1/batches/{batch['id']}/events") as response:
+                    for line in response.iter_lines():
+                        if line.startswith("data:"):
+                            seen.append(json.loads(line[5:])["type"])
+                            arrived.set()
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        assert arrived.wait(10), p.output()
+        assert seen == ["started"]  # delivered while the batch is still running
+        messages = client.post("/v1/queues/default/claim", json={"max": 2, "wait_s": 5}).json()["messages"]
+        for msg in messages:
+            arrived.clear()
+            assert client.post(f"/v1/jobs/{msg['job_id']}/complete", json={"attempt": 1}).status_code == 200
+            assert arrived.wait(10), p.output()
+        reader.join(10)
+        assert not reader.is_alive(), "the stream should end with the batch"
+        assert seen == ["started", "progress", "progress", "completed"]
