@@ -11,6 +11,14 @@ import sys
 from pathlib import Path
 
 
+def command_line() -> list[str]:
+    """How to run `batchq` from Python (the console script beside this interpreter, else -m)."""
+    import shutil
+
+    script = shutil.which("batchq", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "app.cli"]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 

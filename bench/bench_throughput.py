@@ -18,7 +18,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -26,16 +25,13 @@ from pathlib import Path
 
 import httpx
 
+from app.cli import command_line
+
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("BATCHQ_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 PG_HOST = os.environ.get("BATCHQ_BENCH_PG_HOST", "postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("BATCHQ_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 FINISHED = ("completed", "completed_with_failures", "failed", "cancelled")
-
-
-def batchq() -> list[str]:
-    script = shutil.which("batchq", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "app.cli"]
 
 
 def free_port() -> int:
@@ -138,7 +134,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         server_log = open(tmp / "server.log", "wb")
         logs.append(server_log)
-        serve = [*batchq(), "serve", "--port", str(port), "--no-access-log", "--log-level", "warning"]
+        serve = [*command_line(), "serve", "--port", str(port), "--no-access-log", "--log-level", "warning"]
         if args.server_workers > 1:
             serve += ["--workers", str(args.server_workers)]
         server = subprocess.Popen(serve, cwd=tmp, env=env, stdout=server_log, stderr=subprocess.STDOUT)
@@ -158,7 +154,7 @@ def run(args: argparse.Namespace) -> None:
             time.sleep(0.1)
 
         direct = args.direct and backend.streams
-        worker_cmd = [*batchq(), "worker", "bench.noop:registry", "--queue", "default", "--api-url", url,
+        worker_cmd = [*command_line(), "worker", "bench.noop:registry", "--queue", "default", "--api-url", url,
                       "--concurrency", str(args.concurrency), "--log-level", "warning"]
         if direct:
             worker_cmd += ["--broker-url", REDIS_URL, "--prefix", backend.prefix]

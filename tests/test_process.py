@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,15 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.cli import command_line
 from conftest import BACKENDS, PG_DB, REDIS_URL, _drop_redis_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 FINISHED = ("completed", "completed_with_failures", "failed", "cancelled")
-
-
-def batchq_command() -> list[str]:
-    script = shutil.which("batchq", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "app.cli"]
 
 
 def free_port() -> int:
@@ -50,7 +44,7 @@ class Processes:
     def start(self, name: str, *args: str, cwd: Path = ROOT) -> subprocess.Popen:
         log = self.tmp / f"{name}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([*batchq_command(), *args], cwd=cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([*command_line(), *args], cwd=cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         self.procs.append((proc, log))
         return proc
 

@@ -67,7 +67,7 @@ async def completed_events(api, batch_id: str) -> int:
 async def test_two_replicas_completing_the_last_two_jobs_finish_the_batch_once(replicas):
     a = await replicas()
     b = await replicas()
-    store_a, store_b = a.services.store, b.services.store
+    store_a, _store_b = a.services.store, b.services.store
 
     # Realistic races: the last two reports of each batch arrive at once on two replicas.
     for _ in range(5):

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.broker.redis_streams import GROUP, stream_key
-from app.worker import JobContext, JobResult, PermanentError, Registry, Worker
+from app.worker import JobContext, JobResult, Registry, Worker
 from examples.registry import registry as examples
 from conftest import REDIS_URL, STREAM_BACKENDS
 

@@ -13,7 +13,7 @@ from app.config import Settings
 from app.domain import rules
 from app.domain.definitions import JobSpec
 from app.domain.errors import Conflict, DomainError, Invalid, NotFound
-from app.domain.models import Attempt, AttemptStatus, Batch, BatchStatus, BatchType, Job, JobKind, JobStatus
+from app.domain.models import Attempt, AttemptStatus, Batch, BatchStatus, Job, JobKind, JobStatus
 from app.services.engine import Step, new_id
 from app.services.metrics import Metrics
 from app.store.base import Store, UnitOfWork

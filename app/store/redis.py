@@ -63,7 +63,6 @@ from app.domain.models import (
     Job,
     JobKind,
     JobStatus,
-    Message,
     Webhook,
     record_fields,
 )

@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, delete, event, func, select, text, tuple_, upd
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from app.domain.models import Attempt, Batch, Event, Job, JobStatus, Message, Webhook, record_fields
+from app.domain.models import Attempt, Batch, Event, Job, JobStatus, Webhook, record_fields
 from app.store import sql_schema as t
 from app.store.base import BufferingUnitOfWork, Store, UnitOfWork
 
