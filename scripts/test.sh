@@ -8,4 +8,5 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 bash scripts/services.sh
+.venv/bin/ruff check app tests bench examples
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
