@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from conftest import STREAM_BACKENDS
+
 
 async def test_message_fetched_by_a_process_that_died_is_delivered_again(api_factory):
     api = await api_factory(claim_timeout_s=0.3)
@@ -54,3 +58,11 @@ async def test_state_survives_an_api_restart(api):
             assert r.status_code == 200
     await asyncio.sleep(0)
     assert (await api.batch(batch["id"]))["status"] == "completed"
+
+
+@pytest.mark.parametrize("backend", STREAM_BACKENDS, indirect=True)
+async def test_stream_long_polls_outlast_the_redis_socket_timeout(api):
+    # Longer than redis-py's 5 s socket timeout: the claim loops over short blocks.
+    assert await api.claim(max=1, wait_s=6) == []
+    # A wait that rounds to 0 ms must not become BLOCK 0 ("forever").
+    assert await api.services.broker.fetch("default", 1, 0.0004, "probe") == []

@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 from app.broker.base import Broker, Delivery
 
 GROUP = "workers"
+MAX_BLOCK_S = 2.0  # longest single XREADGROUP block; long-polls loop over several
 
 
 def stream_key(prefix: str, queue: str) -> str:
@@ -64,7 +65,9 @@ class RedisStreamsBroker(Broker):
         )
         entries = [e for e in claimed[1] if e and e[1]]
         if not entries:
-            block = int(wait_s * 1000) if wait_s > 0 else None
+            # BLOCK 0 means "forever", and a block longer than the client's socket timeout
+            # (5 s by default in redis-py) fails: block 1 ms .. MAX_BLOCK_S, callers loop.
+            block = max(1, int(min(wait_s, MAX_BLOCK_S) * 1000)) if wait_s > 0 else None
             reply = await self.redis.xreadgroup(GROUP, consumer, {key: ">"}, count=max_messages, block=block)
             entries = [e for _stream, items in (reply or []) for e in items]
         return [Delivery(queue=queue, message=json.loads(fields["m"]), token=entry_id) for entry_id, fields in entries]
