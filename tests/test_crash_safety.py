@@ -66,3 +66,20 @@ async def test_stream_long_polls_outlast_the_redis_socket_timeout(api):
     assert await api.claim(max=1, wait_s=6) == []
     # A wait that rounds to 0 ms must not become BLOCK 0 ("forever").
     assert await api.services.broker.fetch("default", 1, 0.0004, "probe") == []
+
+
+async def test_starting_many_deliveries_reports_each_refusal(api):
+    await api.create({"jobs": ["A", "B"]})
+    (a,) = await api.claim_until(1)  # A is started (running); B is still queued
+    jobs = await api.jobs(a["batch_id"])
+    b_id = next(j["id"] for j in jobs if j["name"] == "B")
+    r = await api.post(
+        "/v1/starts",
+        {"attempts": [{"job_id": b_id, "attempt": 1}, {"job_id": a["job_id"], "attempt": 1},
+                      {"job_id": "00000000-0000-0000-0000-000000000000", "attempt": 1}], "worker": "w1"},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [m["job_id"] for m in body["messages"]] == [b_id] and body["messages"][0]["lease"]
+    assert [(x["job_id"], x["status_code"]) for x in body["refused"]] == [
+        (a["job_id"], 409), ("00000000-0000-0000-0000-000000000000", 404)]

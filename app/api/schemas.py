@@ -146,6 +146,16 @@ class StartIn(Strict):
     worker: str | None = Field(default=None, max_length=200)
 
 
+class StartItemIn(Strict):
+    job_id: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(ge=1)
+
+
+class StartManyIn(Strict):
+    attempts: list[StartItemIn] = Field(min_length=1, max_length=100)
+    worker: str | None = Field(default=None, max_length=200)
+
+
 class ReportIn(Strict):
     attempt: int = Field(ge=1)
     lease: str | None = None

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 
 from app.api.deps import get_services
-from app.api.schemas import ClaimIn, CompleteIn, FailIn, ReportIn, ReportsIn, StartIn
+from app.api.schemas import ClaimIn, CompleteIn, FailIn, ReportIn, ReportsIn, StartIn, StartManyIn
 from app.container import Services
 from app.domain.errors import DomainError
 from app.services.orchestrator import Report
@@ -27,6 +27,20 @@ async def claim(queue: QueuePath, svc: Svc, body: ClaimIn | None = None) -> dict
 @router.post("/jobs/{job_id}/start", summary="Take the lease of a message read straight from the broker")
 async def start(job_id: str, body: StartIn, svc: Svc) -> dict[str, Any]:
     return await svc.orchestrator.start(job_id, body.attempt, body.worker)
+
+
+@router.post("/starts", summary="Take the leases of several messages read straight from the broker")
+async def start_many(body: StartManyIn, svc: Svc) -> dict[str, Any]:
+    """One transaction for all; refused ones (stale, duplicate, cancelled) are listed, not run."""
+    started, refused = await svc.orchestrator.start_many([(a.job_id, a.attempt) for a in body.attempts], body.worker)
+    return {
+        "messages": started,
+        "refused": [
+            {"job_id": job_id, "attempt": attempt, "status_code": why.status,
+             "error": {"code": why.code, "message": why.message}}
+            for job_id, attempt, why in refused
+        ],
+    }
 
 
 @router.post("/jobs/{job_id}/heartbeat", summary="Extend the lease of a running attempt")

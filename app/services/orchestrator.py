@@ -229,21 +229,21 @@ class Orchestrator:
         """A worker takes a delivered attempt: it becomes running under a fresh lease."""
         started, refused = await self.start_many([(job_id, attempt_no)], worker)
         if refused:
-            raise refused[0]
+            raise refused[0][2]
         return started[0]
 
     async def start_many(
         self, deliveries: list[tuple[str, int]], worker: str | None = None
-    ) -> tuple[list[dict[str, Any]], list[Conflict | NotFound]]:
+    ) -> tuple[list[dict[str, Any]], list[tuple[str, int, DomainError]]]:
         """Start several delivered attempts in one operation (one claim of a worker).
 
-        Returns the started messages (in delivery order) and why the others were refused:
-        stale, duplicate or cancelled deliveries are refused, never run.
+        Returns the started messages (in delivery order) and, for each of the others,
+        (job_id, attempt, why): stale, duplicate or cancelled deliveries are refused, never run.
         """
 
-        async def op(uow: UnitOfWork) -> tuple[list[dict[str, Any]], list[Conflict | NotFound]]:
+        async def op(uow: UnitOfWork) -> tuple[list[dict[str, Any]], list[tuple[str, int, DomainError]]]:
             step = self._step(uow)
-            refused: list[Conflict | NotFound] = []
+            refused: list[tuple[str, int, DomainError]] = []
             batches, jobs = await self._lock_owners(uow, [job_id for job_id, _ in deliveries])
             attempts = await uow.get_attempts(list(dict.fromkeys(deliveries)))
             started: list[dict[str, Any]] = []
@@ -251,20 +251,19 @@ class Orchestrator:
                 job = jobs.get(job_id)
                 batch = batches.get(job.batch_id) if job is not None else None
                 if job is None or batch is None:
-                    refused.append(NotFound(f"job {job_id} not found"))
+                    refused.append((job_id, attempt_no, NotFound(f"job {job_id} not found")))
                     continue
                 attempt = attempts.get((job_id, attempt_no))
                 if attempt is None:
-                    refused.append(Conflict(f"job {job_id} has no attempt {attempt_no}"))
+                    refused.append((job_id, attempt_no, Conflict(f"job {job_id} has no attempt {attempt_no}")))
                     continue
                 if (
                     attempt.status != AttemptStatus.QUEUED
                     or job.status != JobStatus.QUEUED
                     or job.attempts != attempt_no
                 ):
-                    refused.append(
-                        Conflict(f"attempt {attempt_no} of job {job_id} is {attempt.status}; it cannot start")
-                    )
+                    why = Conflict(f"attempt {attempt_no} of job {job_id} is {attempt.status}; it cannot start")
+                    refused.append((job_id, attempt_no, why))
                     continue
                 attempt.status = AttemptStatus.RUNNING
                 attempt.lease = secrets.token_hex(16)

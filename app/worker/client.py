@@ -1,4 +1,4 @@
-"""The worker side of the HTTP protocol (claim / start / heartbeat / reports / add jobs)."""
+"""The worker side of the HTTP protocol (claim / starts / heartbeat / reports / add jobs)."""
 from __future__ import annotations
 
 import asyncio
@@ -60,8 +60,9 @@ class ApiClient:
         reply = await self._post(f"/v1/queues/{queue}/claim", {"max": max_messages, "wait_s": wait_s, "worker": worker})
         return reply["messages"]
 
-    async def start(self, job_id: str, attempt: int, worker: str) -> dict[str, Any]:
-        return await self._post(f"/v1/jobs/{job_id}/start", {"attempt": attempt, "worker": worker}, retries=2)
+    async def start_many(self, attempts: list[tuple[str, int]], worker: str) -> dict[str, Any]:
+        body = {"attempts": [{"job_id": j, "attempt": a} for j, a in attempts], "worker": worker}
+        return await self._post("/v1/starts", body, retries=2)
 
     async def heartbeat(self, msg: dict[str, Any]) -> dict[str, Any]:
         return await self._post(f"/v1/jobs/{msg['job_id']}/heartbeat", _report(msg))

@@ -4,13 +4,12 @@ Both return messages that are already started (they carry a `lease`).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Protocol
 
 import httpx
 
-from app.worker.client import ApiClient, Rejected
+from app.worker.client import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +35,9 @@ class ClaimSource:
 
 
 class StreamSource:
-    """XREADGROUP on the queue's stream (group "workers"), then /start, then XACK+XDEL.
+    """XREADGROUP on the queue's stream (group "workers"), then POST /v1/starts, then XACK+XDEL.
 
-    An entry whose /start could not be reached stays unacked: after claim_timeout_s another
+    An entry whose start could not be reached stays unacked: after claim_timeout_s another
     consumer takes it over (XAUTOCLAIM), so a network blip or a crash loses nothing.
     """
 
@@ -53,21 +52,20 @@ class StreamSource:
 
     async def fetch(self, queue: str, max_messages: int, wait_s: float) -> list[dict[str, Any]]:
         deliveries = await self.broker.fetch(queue, max_messages, wait_s, self.worker_id)
-        outcomes = await asyncio.gather(*(self._start(d.message) for d in deliveries))
-        # Ack what was started or refused; an unreachable /start stays pending for redelivery.
-        await self.broker.ack([d for d, (_msg, settled) in zip(deliveries, outcomes) if settled])
-        return [msg for msg, _settled in outcomes if msg is not None]
-
-    async def _start(self, msg: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
-        """(started message or None, whether the entry can be acked)."""
+        if not deliveries:
+            return []
+        attempts = [(d.message["job_id"], int(d.message["attempt"])) for d in deliveries]
         try:
-            return await self.client.start(msg["job_id"], int(msg["attempt"]), self.worker_id), True
-        except Rejected as exc:
-            log.info("dropping job %s attempt %s: %s", msg.get("job_id"), msg.get("attempt"), exc)
-            return None, True  # stale, duplicate or cancelled
+            reply = await self.client.start_many(attempts, self.worker_id)
         except httpx.HTTPError as exc:
-            log.warning("could not start job %s (%s); it will be redelivered", msg.get("job_id"), exc)
-            return None, False
+            # Not acked: the entries stay pending and are redelivered after claim_timeout_s.
+            log.warning("could not start %d messages (%s); they will be redelivered", len(deliveries), exc)
+            return []
+        for refused in reply["refused"]:  # stale, duplicate or cancelled
+            log.info("dropping job %s attempt %s: %s", refused["job_id"], refused["attempt"], refused["error"])
+        # Started and refused ones alike are settled: ack them all.
+        await self.broker.ack(deliveries)
+        return reply["messages"]
 
     async def close(self) -> None:
         await self.broker.close()
