@@ -250,3 +250,24 @@ async def test_fail_fast_does_not_retry_other_jobs_once_the_batch_is_failing(api
     assert await api.claim(max=5, wait_s=0.3) == []
     final = await api.batch(batch["id"])
     assert (final["status"], final["failed"]) == ("failed", 2)
+
+
+async def test_retrying_a_failed_chain_resumes_at_the_failed_step_with_its_context(api):
+    batch = await api.create({"type": "chain", "jobs": ["A", "B", "C"]})
+    (a,) = await api.claim_until(1)
+    await api.complete(a, context={"from_a": 1})
+    (b,) = await api.claim_until(1)
+    await api.fail(b, "down")
+    failed = await api.batch(batch["id"])
+    assert (failed["status"], failed["failed"], failed["cancelled"]) == ("failed", 1, 1)
+    r = await api.post(f"/v1/batches/{batch['id']}/retry")
+    assert r.status_code == 200 and r.json()["batch"]["status"] == "running"
+    (b2,) = await api.claim_until(1)
+    assert (b2["name"], b2["attempt"], b2["context"]) == ("B", 2, {"from_a": 1})
+    assert await api.claim() == []  # still one step at a time
+    await api.complete(b2, context={"from_b": 2})
+    (c,) = await api.claim_until(1)
+    assert c["name"] == "C" and c["context"] == {"from_a": 1, "from_b": 2}
+    await api.complete(c)
+    final = await api.batch(batch["id"])
+    assert (final["status"], final["completed"], final["failed"], final["cancelled"]) == ("completed", 3, 0, 0)
