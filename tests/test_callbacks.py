@@ -165,3 +165,16 @@ def test_signature_scheme_is_documented_hmac_over_timestamp_and_body():
     body = json.dumps({"a": 1}).encode()
     expected = hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
     assert sign("s3cret", "1700000000", body) == "v1=" + expected
+
+
+async def test_a_retried_batch_fires_callbacks_again_at_its_new_end(api, receiver):
+    batch = await api.create({"jobs": ["A"], "on_complete": {"url": receiver.url}, "on_failure": {"url": receiver.url}})
+    (a,) = await api.claim_until(1)
+    await api.fail(a, "first try")
+    await receiver.wait_for(1)
+    assert (await api.post(f"/v1/batches/{batch['id']}/retry")).status_code == 200
+    (a2,) = await api.claim_until(1)
+    await api.complete(a2)
+    deliveries = await receiver.wait_for(2)
+    assert [d.json["type"] for d in deliveries] == ["batch.failed", "batch.completed"]
+    assert deliveries[0].json["id"] != deliveries[1].json["id"]
