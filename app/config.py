@@ -58,6 +58,9 @@ class Settings(BaseSettings):
 
     # Redis store: finished batches expire after this many seconds.
     finished_ttl_s: int = 86400
+    # SQL store: delete finished batches (with their jobs, attempts, events and webhooks)
+    # this many seconds after they ended. Unset: keep them for ever.
+    sql_retention_s: float | None = None
 
     def queue_config(self, name: str) -> QueueConfig | None:
         return self.queues.get(name)

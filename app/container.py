@@ -5,6 +5,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -72,9 +73,15 @@ class Services:
             run_forever("lease-reaper", reaper.step, s.reaper_interval_s, self.stopping),
             run_forever("webhooks", self.webhooks.step, s.poll_interval_s, self.stopping),
         ]
+        if s.sql_retention_s is not None and hasattr(self.store, "purge_finished"):
+            loops.append(run_forever("retention", self._purge_step, max(1.0, s.reaper_interval_s), self.stopping))
         if self.broker.needs_relay:
             loops.append(run_forever("relay", self._relay_step(), s.poll_interval_s, self.stopping, self.relay_wakeup))
         self.tasks = [asyncio.create_task(loop) for loop in loops]
+
+    async def _purge_step(self) -> int:
+        """SQL retention: finished batches older than BATCHQ_SQL_RETENTION_S go."""
+        return await self.store.purge_finished(time.time() - self.settings.sql_retention_s)  # type: ignore[attr-defined, operator]
 
     def _relay_step(self):  # noqa: ANN202
         from app.dispatch.relay import OutboxRelay

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from conftest import STREAM_BACKENDS
+from conftest import BACKENDS, STREAM_BACKENDS
 
 
 async def test_message_fetched_by_a_process_that_died_is_delivered_again(api_factory):
@@ -83,3 +83,26 @@ async def test_starting_many_deliveries_reports_each_refusal(api):
     assert [m["job_id"] for m in body["messages"]] == [b_id] and body["messages"][0]["lease"]
     assert [(x["job_id"], x["status_code"]) for x in body["refused"]] == [
         (a["job_id"], 409), ("00000000-0000-0000-0000-000000000000", 404)]
+
+
+@pytest.mark.parametrize("backend", [b for b in ("sqlite", "pg-sql", "pg-redis") if b in BACKENDS], indirect=True)
+async def test_sql_retention_removes_finished_batches_and_all_they_own(api_factory):
+    from sqlalchemy import func, select
+
+    from app.store import sql_schema as t
+
+    api = await api_factory(sql_retention_s=0.3)
+    done = await api.create({"jobs": ["A"], "on_complete": {"job": {"name": "Report"}}})
+    running = await api.create({"jobs": ["B"], "queue": "other"})
+    (a,) = await api.claim_until(1)
+    await api.complete(a)
+    for _ in range(200):
+        if (await api.get(f"/v1/batches/{done['id']}")).status_code == 404:
+            break
+        await asyncio.sleep(0.05)
+    assert (await api.get(f"/v1/batches/{done['id']}")).status_code == 404
+    assert (await api.batch(running["id"]))["status"] == "running"  # unfinished batches stay
+    async with api.services.store.engine.connect() as conn:
+        for table in (t.jobs, t.attempts, t.events, t.webhooks):
+            n = (await conn.execute(select(func.count()).select_from(table).where(table.c.batch_id == done["id"]))).scalar()
+            assert n == 0, table.name

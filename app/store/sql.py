@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, delete, event, func, select, text, tuple_, upd
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from app.domain.models import Attempt, Batch, Event, Job, JobStatus, Webhook, record_fields
+from app.domain.models import Attempt, Batch, BatchStatus, Event, Job, JobStatus, Webhook, record_fields
 from app.store import sql_schema as t
 from app.store.base import BufferingUnitOfWork, Store, UnitOfWork
 
@@ -418,6 +418,26 @@ class SqlStore(Store):
         for queue, status, n in await self._all(stmt):
             counts.setdefault(queue, {})[status] = n
         return counts
+
+    async def purge_finished(self, finished_before: float, limit: int = 200) -> int:
+        """Delete up to `limit` batches that ended before `finished_before`, with all they own."""
+        due = (
+            select(t.batches.c.id)
+            .where(t.batches.c.status.in_(list(BatchStatus.FINISHED)), t.batches.c.finished_at < finished_before)
+            .limit(limit)
+        )
+        if self.postgres:
+            due = due.with_for_update(skip_locked=True)  # replicas purge different batches
+        async with self.write_engine.begin() as conn:
+            ids = [r.id for r in await conn.execute(due)]
+            if not ids:
+                return 0
+            job_ids = select(t.jobs.c.id).where(t.jobs.c.batch_id.in_(ids))
+            await conn.execute(delete(t.messages).where(t.messages.c.job_id.in_(job_ids)))
+            for table in (t.attempts, t.events, t.webhooks, t.jobs):
+                await conn.execute(delete(table).where(table.c.batch_id.in_(ids)))
+            await conn.execute(delete(t.batches).where(t.batches.c.id.in_(ids)))
+        return len(ids)
 
     async def healthy(self) -> bool:
         try:
