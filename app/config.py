@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./batchq.db"
     # What carries job messages: "sql" (a queue table in the SQL store) or redis://…
     broker_url: str = "sql"
+    # SQL connections per API process (PostgreSQL): kept open, and extra under load.
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
     # Redis keys (store and streams) live under this prefix.
     redis_prefix: str = "batchq"
 

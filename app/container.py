@@ -29,7 +29,7 @@ def build_store(settings: Settings) -> Store:
         return RedisStore(Redis.from_url(settings.database_url, decode_responses=True), settings)
     from app.store.sql import SqlStore
 
-    return SqlStore(settings.database_url)
+    return SqlStore(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
 
 
 def build_broker(settings: Settings, store: Store) -> Broker:

@@ -254,7 +254,7 @@ def _is_retryable(exc: DBAPIError) -> bool:
     return any(s in text_ for s in ("deadlock", "could not serialize", "database is locked", "serialization"))
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
@@ -278,13 +278,13 @@ def make_engine(url: str) -> AsyncEngine:
         return engine
     # No pre-ping (it costs a round trip per transaction): a connection found dead is
     # invalidated and SqlStore.run retries the operation on a fresh one.
-    return create_async_engine(url, pool_size=20, max_overflow=20, pool_recycle=1800)
+    return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
 
 
 class SqlStore(Store):
-    def __init__(self, url: str, auto_migrate: bool = True):
+    def __init__(self, url: str, auto_migrate: bool = True, pool_size: int = 10, max_overflow: int = 20):
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_size, max_overflow)
         # For transactions that read before they write (every store operation).
         self.write_engine = self.engine.execution_options(sqlite_immediate=True)
         self.auto_migrate = auto_migrate
