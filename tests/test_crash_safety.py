@@ -106,3 +106,26 @@ async def test_sql_retention_removes_finished_batches_and_all_they_own(api_facto
         for table in (t.jobs, t.attempts, t.events, t.webhooks):
             n = (await conn.execute(select(func.count()).select_from(table).where(table.c.batch_id == done["id"]))).scalar()
             assert n == 0, table.name
+
+
+@pytest.mark.parametrize("backend", [b for b in ("pg-redis",) if b in BACKENDS], indirect=True)
+async def test_outbox_rows_of_a_process_that_died_before_relaying_are_published_by_another(api_factory):
+    """The message is committed with the batch; whichever process relays next publishes it."""
+    import httpx
+
+    from app.main import create_app
+
+    dead = await api_factory(background=False)  # no relay runs in this process
+    batch = await dead.create({"jobs": ["Kept"]})
+    assert await dead.claim(max=1, wait_s=0.3) == []  # nothing reached the stream
+    survivor = create_app(dead.settings.model_copy(update={"background": True}))
+    async with survivor.router.lifespan_context(survivor):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=survivor), base_url="http://s") as c:
+            msgs = []
+            for _ in range(50):
+                msgs = (await c.post("/v1/queues/default/claim", json={"max": 1, "wait_s": 0.2})).json()["messages"]
+                if msgs:
+                    break
+            assert msgs and msgs[0]["batch_id"] == batch["id"]
+            assert (await c.post(f"/v1/jobs/{msgs[0]['job_id']}/complete", json={"attempt": 1})).status_code == 200
+    assert (await dead.batch(batch["id"]))["status"] == "completed"
