@@ -97,6 +97,34 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    """A small HTTP client for people at a terminal: create, show, follow a batch."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {args.api_token}"} if args.api_token else {}
+    with httpx.Client(base_url=args.api_url.rstrip("/"), headers=headers, timeout=30) as client:
+        if args.action == "create":
+            text = sys.stdin.read() if args.target == "-" else Path(args.target).read_text(encoding="utf-8")
+            reply = client.post("/v1/batches", content=text, headers={"Content-Type": "application/json"})
+        elif args.action == "watch":
+            with client.stream("GET", f"/v1/batches/{args.target}/events", timeout=None) as reply:
+                if reply.status_code != 200:
+                    reply.read()
+                    print(reply.text, file=sys.stderr)
+                    return 1
+                for line in reply.iter_lines():
+                    if line.startswith("data:"):
+                        event = json.loads(line[5:])
+                        print(f"{event['at']} {event['type']:<24} {json.dumps(event['data'], separators=(',', ':'))}")
+            return 0
+        else:
+            path = {"get": "", "progress": "/progress", "results": "/results", "cancel": "/cancel", "retry": "/retry"}
+            url = f"/v1/batches/{args.target}{path[args.action]}"
+            reply = client.post(url) if args.action in ("cancel", "retry") else client.get(url)
+    print(json.dumps(reply.json(), indent=2))
+    return 0 if reply.status_code < 400 else 1
+
+
 def cmd_openapi(args: argparse.Namespace) -> int:
     for path in write_openapi(Path(args.out)):
         print(f"wrote {path}")
@@ -170,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--poll-wait", type=float, default=5.0, help="long-poll wait in seconds")
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(func=cmd_worker)
+
+    batch = sub.add_parser("batch", help="create, show, follow and steer batches over the API")
+    batch.add_argument("action", choices=["create", "get", "progress", "results", "watch", "cancel", "retry"])
+    batch.add_argument("target", help="create: a JSON file (or - for stdin); otherwise: the batch id")
+    batch.add_argument("--api-url", default=os.environ.get("BATCHQ_API_URL", "http://127.0.0.1:8000"))
+    batch.add_argument("--api-token", default=os.environ.get("BATCHQ_API_TOKEN") or None)
+    batch.set_defaults(func=cmd_batch)
 
     openapi = sub.add_parser("openapi", help="write openapi.json and message.schema.json")
     openapi.add_argument("--out", default="openapi", help="directory (default: openapi/)")

@@ -236,3 +236,36 @@ def test_events_stream_live_from_a_real_server(procs, tmp_path):
         reader.join(10)
         assert not reader.is_alive(), "the stream should end with the batch"
         assert seen == ["started", "progress", "progress", "completed"]
+
+
+@pytest.mark.skipif("sqlite" not in BACKENDS, reason="sqlite backend not selected")
+def test_batch_cli_creates_follows_and_reads_a_batch(procs, tmp_path):
+    import json
+
+    data = tmp_path / "cli"
+    data.mkdir()
+    p = procs(**FAST)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = p.start("server", "serve", "--port", str(port), "--no-access-log", cwd=data)
+    with httpx.Client(base_url=url, timeout=10) as client:
+        wait_healthy(client, server, p)
+        definition = tmp_path / "batch.json"
+        definition.write_text(json.dumps({"type": "chain", "jobs": [{"name": "Add", "args": {"value": 5}}]}))
+
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([*command_line(), "batch", *args, "--api-url", url], capture_output=True, text=True,
+                                  timeout=60, env=p.env)
+
+        created = cli("create", str(definition))
+        assert created.returncode == 0, created.stderr
+        batch_id = json.loads(created.stdout)["id"]
+        p.start("worker", "worker", "examples.registry:registry", "--api-url", url, "--poll-wait", "1")
+        watched = cli("watch", batch_id)  # follows the events until the batch ends
+        assert watched.returncode == 0, watched.stderr + p.output()
+        kinds = [line.split()[1] for line in watched.stdout.splitlines()]
+        assert kinds[0] == "started" and kinds[-1] == "completed"
+        results = json.loads(cli("results", batch_id).stdout)
+        assert list(results["results"].values()) == [5] and results["context"] == {"total": 5}
+        missing = cli("get", "00000000-0000-0000-0000-000000000000")
+        assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"] == "not_found"
