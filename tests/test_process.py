@@ -8,10 +8,12 @@ on PostgreSQL + Redis Streams with workers reading the streams directly.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -91,6 +93,16 @@ def wait_healthy(client: httpx.Client, server: subprocess.Popen, procs: Processe
     wait_for(up, 30, "the server to answer /healthz", procs)
 
 
+def serve(procs: Processes, cwd: Path) -> str:
+    """Start `batchq serve` on a free port and wait until it answers; returns its URL."""
+    port = free_port()
+    server = procs.start("server", "serve", "--port", str(port), "--no-access-log", cwd=cwd)
+    url = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=url, timeout=10) as client:
+        wait_healthy(client, server, procs)
+    return url
+
+
 def finished(client: httpx.Client, batch_id: str, procs: Processes, timeout: float = 30) -> dict:
     def done() -> dict | None:
         batch = client.get(f"/v1/batches/{batch_id}").json()
@@ -106,11 +118,8 @@ def results_by_position(client: httpx.Client, batch_id: str) -> dict[int, object
 
 
 def run_scenario(procs: Processes, server_cwd: Path, worker_args: list[str]) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = procs.start("server", "serve", "--port", str(port), "--no-access-log", cwd=server_cwd)
+    url = serve(procs, server_cwd)
     with httpx.Client(base_url=url, timeout=10) as client:
-        wait_healthy(client, server, procs)
         worker_cmd = ["worker", "examples.registry:registry", "--queue", "default", "--api-url", url, "--poll-wait", "1"]
         first = procs.start("worker-1", *worker_cmd, "--concurrency", "4", *worker_args)
 
@@ -202,22 +211,18 @@ def test_real_server_and_stream_workers_on_postgres_and_redis(procs, pg_ready):
 @pytest.mark.skipif("sqlite" not in BACKENDS, reason="sqlite backend not selected")
 def test_events_stream_live_from_a_real_server(procs, tmp_path):
     """Over a real socket each event arrives as it happens, not when the batch ends."""
-    import json
-    import threading
 
     data = tmp_path / "sse"
     data.mkdir()
     p = procs(**FAST)
-    port = free_port()
-    server = p.start("server", "serve", "--port", str(port), "--no-access-log", cwd=data)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-        wait_healthy(client, server, p)
+    url = serve(p, data)
+    with httpx.Client(base_url=url, timeout=10) as client:
         batch = client.post("/v1/batches", json={"jobs": ["A", "B"]}).json()
         seen: list[str] = []
         arrived = threading.Event()
 
         def follow() -> None:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as sse:
+            with httpx.Client(base_url=url, timeout=30) as sse:
                 with sse.stream("GET", f"/v1/batches/{batch['id']}/events") as response:
                     for line in response.iter_lines():
                         if line.startswith("data:"):
@@ -240,32 +245,26 @@ def test_events_stream_live_from_a_real_server(procs, tmp_path):
 
 @pytest.mark.skipif("sqlite" not in BACKENDS, reason="sqlite backend not selected")
 def test_batch_cli_creates_follows_and_reads_a_batch(procs, tmp_path):
-    import json
-
     data = tmp_path / "cli"
     data.mkdir()
     p = procs(**FAST)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = p.start("server", "serve", "--port", str(port), "--no-access-log", cwd=data)
-    with httpx.Client(base_url=url, timeout=10) as client:
-        wait_healthy(client, server, p)
-        definition = tmp_path / "batch.json"
-        definition.write_text(json.dumps({"type": "chain", "jobs": [{"name": "Add", "args": {"value": 5}}]}))
+    url = serve(p, data)
+    definition = tmp_path / "batch.json"
+    definition.write_text(json.dumps({"type": "chain", "jobs": [{"name": "Add", "args": {"value": 5}}]}))
 
-        def cli(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run([*command_line(), "batch", *args, "--api-url", url], capture_output=True, text=True,
-                                  timeout=60, env=p.env)
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*command_line(), "batch", *args, "--api-url", url], capture_output=True, text=True,
+                              timeout=60, env=p.env)
 
-        created = cli("create", str(definition))
-        assert created.returncode == 0, created.stderr
-        batch_id = json.loads(created.stdout)["id"]
-        p.start("worker", "worker", "examples.registry:registry", "--api-url", url, "--poll-wait", "1")
-        watched = cli("watch", batch_id)  # follows the events until the batch ends
-        assert watched.returncode == 0, watched.stderr + p.output()
-        kinds = [line.split()[1] for line in watched.stdout.splitlines()]
-        assert kinds[0] == "started" and kinds[-1] == "completed"
-        results = json.loads(cli("results", batch_id).stdout)
-        assert list(results["results"].values()) == [5] and results["context"] == {"total": 5}
-        missing = cli("get", "00000000-0000-0000-0000-000000000000")
-        assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"] == "not_found"
+    created = cli("create", str(definition))
+    assert created.returncode == 0, created.stderr
+    batch_id = json.loads(created.stdout)["id"]
+    p.start("worker", "worker", "examples.registry:registry", "--api-url", url, "--poll-wait", "1")
+    watched = cli("watch", batch_id)  # follows the events until the batch ends
+    assert watched.returncode == 0, watched.stderr + p.output()
+    kinds = [line.split()[1] for line in watched.stdout.splitlines()]
+    assert kinds[0] == "started" and kinds[-1] == "completed"
+    results = json.loads(cli("results", batch_id).stdout)
+    assert list(results["results"].values()) == [5] and results["context"] == {"total": 5}
+    missing = cli("get", "00000000-0000-0000-0000-000000000000")
+    assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"] == "not_found"
