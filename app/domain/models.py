@@ -88,7 +88,6 @@ class Batch:
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
-    version: int = 0  # bumped by every state change (optimistic stores check it)
 
     @property
     def finished(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from app.domain.models import Attempt, Batch, Event, Job, Message, Webhook
 
@@ -165,5 +165,3 @@ class Store(ABC):
     async def healthy(self) -> bool:
         return True
 
-    def info(self) -> dict[str, Any]:
-        return {}

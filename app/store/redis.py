@@ -71,7 +71,7 @@ from app.store.base import BufferingUnitOfWork, Store, UnitOfWork
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-BATCH_FIELDS = [f for f in record_fields(Batch) if f != "version"]
+BATCH_FIELDS = record_fields(Batch)
 JOB_FIELDS = record_fields(Job)
 ATTEMPT_FIELDS = record_fields(Attempt)
 WEBHOOK_FIELDS = record_fields(Webhook)
@@ -359,7 +359,7 @@ class RedisUnitOfWork(BufferingUnitOfWork):
         if not raw or "d" not in raw:
             return None
         version = int(raw.get("v", 0))
-        batch = _decode(Batch, BATCH_FIELDS, raw["d"], version=version)
+        batch = _decode(Batch, BATCH_FIELDS, raw["d"])
         self._batches[batch_id] = batch
         self._batch_read[batch_id] = (version, batch.status)
         for job_raw in jobs:
@@ -726,12 +726,12 @@ class RedisStore(Store):
 
     @staticmethod
     def _batch_from(raw: dict[str, str] | list[Any]) -> Batch | None:
-        if isinstance(raw, list):  # HMGET d v
-            d, v = raw
-            return None if d is None else _decode(Batch, BATCH_FIELDS, d, version=int(v or 0))
+        if isinstance(raw, list):  # HMGET d
+            d = raw[0]
+            return None if d is None else _decode(Batch, BATCH_FIELDS, d)
         if not raw or "d" not in raw:
             return None
-        return _decode(Batch, BATCH_FIELDS, raw["d"], version=int(raw.get("v", 0)))
+        return _decode(Batch, BATCH_FIELDS, raw["d"])
 
     async def get_batch(self, batch_id: str) -> Batch | None:
         return self._batch_from(await _g(self.redis.hgetall(self.keys.batch(batch_id))))
@@ -750,7 +750,7 @@ class RedisStore(Store):
             offset += len(rows)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for batch_id, _score in rows:
-                    pipe.hmget(self.keys.batch(batch_id), ["d", "v"])
+                    pipe.hmget(self.keys.batch(batch_id), ["d"])
                 replies = await _g(pipe.execute())
             gone = []
             for (batch_id, score), raw in zip(rows, replies):
@@ -868,5 +868,3 @@ class RedisStore(Store):
         except Exception:  # noqa: BLE001 - any failure means not ready
             return False
 
-    def info(self) -> dict[str, Any]:
-        return {"store": "redis"}

@@ -446,11 +446,3 @@ class SqlStore(Store):
         except Exception:  # noqa: BLE001 - any failure means not ready
             return False
 
-    def info(self) -> dict[str, Any]:
-        return {"store": "postgresql" if self.postgres else "sqlite"}
-
-    # Outbox access for brokers.
-    async def delete_messages(self, ids: list[int]) -> None:
-        if ids:
-            async with self.engine.begin() as conn:
-                await conn.execute(delete(t.messages).where(t.messages.c.id.in_(ids)))

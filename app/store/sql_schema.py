@@ -37,7 +37,6 @@ batches = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("finished_at", Float),
-    Column("version", Integer, nullable=False),
     Index("ix_batches_status_created", "status", "created_at"),
     Index("ix_batches_queue_created", "queue", "created_at"),
 )

@@ -58,7 +58,6 @@ def upgrade() -> None:
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.Column('updated_at', sa.Float(), nullable=False),
     sa.Column('finished_at', sa.Float(), nullable=True),
-    sa.Column('version', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('ix_batches_queue_created', 'batches', ['queue', 'created_at'], unique=False)
