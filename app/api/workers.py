@@ -29,17 +29,18 @@ async def start(job_id: str, body: StartIn, svc: Svc) -> dict[str, Any]:
     return await svc.orchestrator.start(job_id, body.attempt, body.worker)
 
 
+def _refusal(job_id: str, attempt: int, why: DomainError) -> dict[str, Any]:
+    """One refused item of a many-at-once call, with the status a single call would get."""
+    return {"job_id": job_id, "attempt": attempt, "status_code": why.status, "error": {"code": why.code, "message": why.message}}
+
+
 @router.post("/starts", summary="Take the leases of several messages read straight from the broker")
 async def start_many(body: StartManyIn, svc: Svc) -> dict[str, Any]:
     """One transaction for all; refused ones (stale, duplicate, cancelled) are listed, not run."""
     started, refused = await svc.orchestrator.start_many([(a.job_id, a.attempt) for a in body.attempts], body.worker)
     return {
         "messages": started,
-        "refused": [
-            {"job_id": job_id, "attempt": attempt, "status_code": why.status,
-             "error": {"code": why.code, "message": why.message}}
-            for job_id, attempt, why in refused
-        ],
+        "refused": [_refusal(job_id, attempt, why) for job_id, attempt, why in refused],
     }
 
 
@@ -71,10 +72,7 @@ async def reports(body: ReportsIn, svc: Svc) -> dict[str, Any]:
     results = []
     for item, outcome in zip(body.reports, outcomes):
         if isinstance(outcome, DomainError):
-            results.append(
-                {"job_id": item.job_id, "attempt": item.attempt, "status_code": outcome.status,
-                 "error": {"code": outcome.code, "message": outcome.message}}
-            )
+            results.append(_refusal(item.job_id, item.attempt, outcome))
         else:
             results.append({**outcome, "attempt": item.attempt, "status_code": 200})
     return {"results": results}
