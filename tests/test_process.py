@@ -211,7 +211,6 @@ def test_real_server_and_stream_workers_on_postgres_and_redis(procs, pg_ready):
 @pytest.mark.skipif("sqlite" not in BACKENDS, reason="sqlite backend not selected")
 def test_events_stream_live_from_a_real_server(procs, tmp_path):
     """Over a real socket each event arrives as it happens, not when the batch ends."""
-
     data = tmp_path / "sse"
     data.mkdir()
     p = procs(**FAST)

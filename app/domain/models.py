@@ -190,3 +190,10 @@ class Webhook:
 
 def record_fields(cls) -> list[str]:
     return [f.name for f in fields(cls)]
+
+
+# Field names of each record: how stores map records to rows and JSON.
+BATCH_FIELDS = record_fields(Batch)
+JOB_FIELDS = record_fields(Job)
+ATTEMPT_FIELDS = record_fields(Attempt)
+WEBHOOK_FIELDS = record_fields(Webhook)

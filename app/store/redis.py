@@ -64,17 +64,16 @@ from app.domain.models import (
     JobKind,
     JobStatus,
     Webhook,
-    record_fields,
+    ATTEMPT_FIELDS,
+    BATCH_FIELDS,
+    JOB_FIELDS,
+    WEBHOOK_FIELDS,
 )
 from app.store.base import BufferingUnitOfWork, Store, UnitOfWork
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-BATCH_FIELDS = record_fields(Batch)
-JOB_FIELDS = record_fields(Job)
-ATTEMPT_FIELDS = record_fields(Attempt)
-WEBHOOK_FIELDS = record_fields(Webhook)
 ALL = "all"
 MAX_TRIES = 200
 CHUNK = 500  # members / pairs per multi-argument command (Lua's unpack has a stack limit)

@@ -18,17 +18,25 @@ from sqlalchemy import bindparam, delete, event, func, select, text, tuple_, upd
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from app.domain.models import Attempt, Batch, BatchStatus, Event, Job, JobStatus, Webhook, record_fields
+from app.domain.models import (
+    ATTEMPT_FIELDS,
+    BATCH_FIELDS,
+    JOB_FIELDS,
+    WEBHOOK_FIELDS,
+    Attempt,
+    Batch,
+    BatchStatus,
+    Event,
+    Job,
+    JobStatus,
+    Webhook,
+)
 from app.store import sql_schema as t
 from app.store.base import BufferingUnitOfWork, Store, UnitOfWork
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-BATCH_FIELDS = record_fields(Batch)
-JOB_FIELDS = record_fields(Job)
-ATTEMPT_FIELDS = record_fields(Attempt)
-WEBHOOK_FIELDS = record_fields(Webhook)
 
 
 def _batch(row: Any) -> Batch:
