@@ -215,3 +215,12 @@ async def test_worker_sends_the_api_token_when_the_api_requires_one(api_factory)
     assert (await api.batch(batch["id"]))["completed"] == 0
     async with running(make_worker(api, examples, api_token="s3cret")):
         assert (await api.wait_status(batch["id"], *FINISHED))["status"] == "completed"
+
+
+async def test_the_api_names_the_streams_a_direct_reader_reads(api):
+    r = await api.get("/v1/queues/images/streams")
+    if api.backend in STREAM_BACKENDS:
+        assert r.status_code == 200, r.text
+        assert r.json() == {"group": GROUP, "streams": [stream_key(api.settings.redis_prefix, "images")]}
+    else:
+        assert r.status_code == 409 and "claim over HTTP" in r.json()["error"]["message"]

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Path
 from app.api.deps import get_services
 from app.api.schemas import ClaimIn, CompleteIn, FailIn, ReportIn, ReportsIn, StartIn, StartManyIn
 from app.container import Services
-from app.domain.errors import DomainError
+from app.broker.redis_streams import GROUP
+from app.domain.errors import Conflict, DomainError
 from app.services.orchestrator import Report
 
 router = APIRouter(prefix="/v1", tags=["workers"])
@@ -22,6 +23,15 @@ async def claim(queue: QueuePath, svc: Svc, body: ClaimIn | None = None) -> dict
     wait = min(body.wait_s, svc.settings.max_claim_wait_s)
     messages = await svc.claims.claim(queue, body.max, wait, body.worker)
     return {"messages": messages}
+
+
+@router.get("/queues/{queue}/streams", summary="The broker streams a direct reader of a queue reads")
+async def queue_streams(queue: QueuePath, svc: Svc) -> dict[str, Any]:
+    """For workers that read Redis Streams themselves: the stream keys and the consumer group."""
+    streams = svc.broker.streams(queue)
+    if streams is None:
+        raise Conflict("this broker has no streams: claim over HTTP (POST /v1/queues/{queue}/claim)")
+    return {"group": GROUP, "streams": streams}
 
 
 @router.post("/jobs/{job_id}/start", summary="Take the lease of a message read straight from the broker")

@@ -41,6 +41,10 @@ class Broker(ABC):
     async def queue_stats(self, now: float) -> dict[str, dict[str, Any]]:
         """{queue: {"depth": n, "oldest_age_s": s}} for every queue the broker knows."""
 
+    def streams(self, queue: str) -> list[str] | None:
+        """Stream keys a direct reader of `queue` reads (None: this broker has no streams)."""
+        return None
+
     def notify(self, queues: set[str]) -> None:
         """A local commit enqueued to these queues (lets long-polls wake at once)."""
 

@@ -38,6 +38,9 @@ class RedisStreamsBroker(Broker):
     async def close(self) -> None:
         await self.redis.aclose()
 
+    def streams(self, queue: str) -> list[str]:
+        return [stream_key(self.prefix, queue)]
+
     async def _ensure_group(self, queue: str) -> str:
         key = stream_key(self.prefix, queue)
         if key not in self._groups:
