@@ -140,10 +140,14 @@ def openapi_documents() -> dict[str, str]:
     """File name -> content of what `batchq openapi` writes."""
     from app.config import Settings
     from app.main import create_app
-    from app.worker.message_schema import MESSAGE_SCHEMA
+    from app.api.message_schema import MESSAGE_SCHEMA, STREAM_ENTRY_SCHEMA
 
     app = create_app(Settings())  # no lifespan runs: nothing connects anywhere
-    return {"openapi.json": render_json(app.openapi()), "message.schema.json": render_json(MESSAGE_SCHEMA)}
+    return {
+        "openapi.json": render_json(app.openapi()),
+        "message.schema.json": render_json(MESSAGE_SCHEMA),
+        "stream-entry.schema.json": render_json(STREAM_ENTRY_SCHEMA),
+    }
 
 
 def write_openapi(out: Path) -> list[Path]:

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     claim_timeout_s: float = 30.0
     max_claim_wait_s: float = 30.0
 
+    # Size limits: jobs in one request (create, add), and in one batch over its life.
+    max_request_jobs: int = 100_000
+    max_batch_jobs: int = 1_000_000
+
     # Named queues: JSON object {"name": {"visibility_timeout_s": .., "max_attempts": ..}}
     queues: dict[str, QueueConfig] = Field(default_factory=dict)
     allow_undeclared_queues: bool = True

@@ -5,12 +5,13 @@ import asyncio
 import logging
 import os
 import socket
-import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
 from app.broker.base import Broker
+from app.clock import Clock
 from app.config import Settings
 from app.dispatch.loops import run_forever
 from app.dispatch.reaper import LeaseReaper
@@ -32,7 +33,7 @@ def build_store(settings: Settings) -> Store:
     return SqlStore(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
 
 
-def build_broker(settings: Settings, store: Store) -> Broker:
+def build_broker(settings: Settings, store: Store, clock: Clock) -> Broker:
     if settings.broker_kind == "redis":
         from app.broker.redis_streams import RedisStreamsBroker
 
@@ -40,11 +41,10 @@ def build_broker(settings: Settings, store: Store) -> Broker:
             Redis.from_url(settings.broker_url, decode_responses=True), settings.redis_prefix, settings.claim_timeout_s
         )
     from app.broker.sql_queue import SqlQueueBroker
-    from app.store.sql import SqlStore
 
-    if not isinstance(store, SqlStore):
+    if store.message_table is None:
         raise ValueError("the SQL queue broker needs a SQL store; use BATCHQ_BROKER_URL=redis://… with a Redis store")
-    return SqlQueueBroker(store, settings.claim_timeout_s, settings.poll_interval_s)
+    return SqlQueueBroker(store.message_table, settings.claim_timeout_s, settings.poll_interval_s, clock)
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Services:
     orchestrator: Orchestrator
     claims: Claims
     webhooks: WebhookSender
+    clock: Clock
     tasks: list[asyncio.Task] = field(default_factory=list)
     relay_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -65,31 +66,28 @@ class Services:
         if self.settings.background if background is None else background:
             self.start_background()
 
-    def start_background(self) -> None:
-        s = self.settings
-        reaper = LeaseReaper(self.store, self.orchestrator)
-        self.stopping.clear()
-        loops = [
-            run_forever("lease-reaper", reaper.step, s.reaper_interval_s, self.stopping),
-            run_forever("webhooks", self.webhooks.step, s.poll_interval_s, self.stopping),
+    def loops(self) -> list[tuple[str, Callable[[], Awaitable[int]], float, asyncio.Event | None]]:
+        """The background loops this store and broker need: (name, step, idle seconds, wakeup)."""
+        s, store = self.settings, self.store
+        loops: list[tuple[str, Callable[[], Awaitable[int]], float, asyncio.Event | None]] = [
+            ("lease-reaper", LeaseReaper(store, self.orchestrator).step, s.reaper_interval_s, None),
+            ("webhooks", self.webhooks.step, s.poll_interval_s, None),
         ]
-        if s.sql_retention_s is not None and hasattr(self.store, "purge_finished"):
-            loops.append(run_forever("retention", self._purge_step, max(1.0, s.reaper_interval_s), self.stopping))
+        if s.sql_retention_s is not None and store.retention is not None:
+            retention = store.retention
+            loops.append(("retention", lambda: retention.purge_finished(self.clock() - s.sql_retention_s), 1.0, None))  # type: ignore[operator]
         if self.broker.needs_relay:
-            loops.append(run_forever("relay", self._relay_step(), s.poll_interval_s, self.stopping, self.relay_wakeup))
-        self.tasks = [asyncio.create_task(loop) for loop in loops]
+            if store.outbox is None:
+                raise ValueError(f"{type(store).__name__} has no outbox to relay to {type(self.broker).__name__}")
+            outbox = store.outbox
+            loops.append(("relay", lambda: outbox.relay_outbox(self.broker.publish, self.clock()), s.poll_interval_s, self.relay_wakeup))
+        return loops
 
-    async def _purge_step(self) -> int:
-        """SQL retention: finished batches older than BATCHQ_SQL_RETENTION_S go."""
-        return await self.store.purge_finished(time.time() - self.settings.sql_retention_s)  # type: ignore[attr-defined, operator]
-
-    def _relay_step(self):  # noqa: ANN202
-        from app.dispatch.relay import OutboxRelay
-        from app.store.sql import SqlStore
-
-        if isinstance(self.store, SqlStore):
-            return OutboxRelay(self.store, self.broker).step
-        return self.store.relay_step  # type: ignore[attr-defined]  # Redis store: delayed messages
+    def start_background(self) -> None:
+        self.stopping.clear()
+        self.tasks = [
+            asyncio.create_task(run_forever(name, step, idle, self.stopping, wakeup)) for name, step, idle, wakeup in self.loops()
+        ]
 
     async def stop(self) -> None:
         # Ask the loops to end after their current round; cancel any that do not in time.
@@ -106,9 +104,10 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
+    clock = Clock()
     store = build_store(settings)
-    broker = build_broker(settings, store)
-    orchestrator = Orchestrator(store, settings)
+    broker = build_broker(settings, store, clock)
+    orchestrator = Orchestrator(store, settings, clock)
     consumer = f"api-{socket.gethostname()}-{os.getpid()}-{id(store):x}"
     services = Services(
         settings=settings,
@@ -116,7 +115,8 @@ def build_services(settings: Settings) -> Services:
         broker=broker,
         orchestrator=orchestrator,
         claims=Claims(broker, orchestrator, consumer),
-        webhooks=WebhookSender(store, settings),
+        webhooks=WebhookSender(store, settings, clock),
+        clock=clock,
     )
 
     def on_enqueue(queues: set[str]) -> None:

@@ -170,14 +170,26 @@ class Api:
         return got
 
     async def complete(self, msg: dict[str, Any], expect: int = 200, **body: Any) -> dict[str, Any]:
-        r = await self.post(f"/v1/jobs/{msg['job_id']}/complete", {"attempt": msg["attempt"], **body})
+        r = await self.post(f"/v1/jobs/{msg['job_id']}/complete", {"attempt": msg["attempt"], "lease": msg.get("lease"), **body})
         assert r.status_code == expect, r.text
         return r.json()
 
     async def fail(self, msg: dict[str, Any], error: str = "boom", expect: int = 200, **body: Any) -> dict[str, Any]:
-        r = await self.post(f"/v1/jobs/{msg['job_id']}/fail", {"attempt": msg["attempt"], "error": error, **body})
+        r = await self.post(
+            f"/v1/jobs/{msg['job_id']}/fail", {"attempt": msg["attempt"], "lease": msg.get("lease"), "error": error, **body}
+        )
         assert r.status_code == expect, r.text
         return r.json()
+
+    def advance(self, seconds: float) -> None:
+        """Move this server's clock forward (leases, backoff): tests never sleep through a lease."""
+        self.services.clock.advance(seconds)
+
+    async def reap(self) -> int:
+        """One round of the lease reaper, now (the background one runs too)."""
+        from app.dispatch.reaper import LeaseReaper
+
+        return await LeaseReaper(self.services.store, self.services.orchestrator).step()
 
     async def wait_status(self, batch_id: str, *statuses: str, timeout: float = 10.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

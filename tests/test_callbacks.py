@@ -130,7 +130,7 @@ async def test_callback_fires_exactly_once_when_last_jobs_finish_concurrently_on
                 by_batch.setdefault(m["batch_id"], []).append(m)
 
             async def report(client, m):  # noqa: ANN001, ANN202
-                r = await client.post(f"/v1/jobs/{m['job_id']}/complete", json={"attempt": m["attempt"]})
+                r = await client.post(f"/v1/jobs/{m['job_id']}/complete", json={"attempt": m["attempt"], "lease": m["lease"]})
                 assert r.status_code == 200, r.text
 
             await asyncio.gather(

@@ -14,7 +14,7 @@ async def test_parallel_batch_runs_all_jobs_with_merged_args(api):
             "context": {"shared": "ctx", "tenant": "acme"},
         }
     )
-    assert batch["status"] == "running" and batch["total"] == 3 and batch["in_flight"] == 3
+    assert batch["status"] == "running" and batch["total"] == 3 and batch["queued"] == 3 and batch["waiting"] == 0
     msgs = await api.claim_until(3)
     by_pos = {m["position"]: m for m in msgs}
     assert by_pos[0]["name"] == "Ping"
@@ -27,7 +27,7 @@ async def test_parallel_batch_runs_all_jobs_with_merged_args(api):
     for m in msgs[:2]:
         await api.complete(m, result={"pos": m["position"]})
     mid = await api.batch(batch["id"])
-    assert (mid["status"], mid["completed"], mid["pending"]) == ("running", 2, 1)
+    assert (mid["status"], mid["completed"], mid["running"]) == ("running", 2, 1)
     await api.complete(msgs[2], result=None)
     done = await api.batch(batch["id"])
     assert done["status"] == "completed" and done["percentage"] == 100.0 and done["finished_at"]
@@ -53,7 +53,7 @@ async def test_chain_accumulates_context_step_by_step(api):
 async def test_chains_endpoint_is_sugar_for_type_chain(api):
     r = await api.post("/v1/chains", {"jobs": ["One", "Two"]})
     assert r.status_code == 201, r.text
-    assert r.json()["type"] == "chain" and r.json()["in_flight"] == 1
+    assert r.json()["type"] == "chain" and r.json()["queued"] == 1 and r.json()["waiting"] == 1
 
 
 async def test_results_per_job_and_per_batch_including_null(api):
@@ -86,7 +86,9 @@ async def test_progress_counts_and_percentage(api):
         "total": 4,
         "completed": 1,
         "failed": 1,
-        "pending": 2,
+        "running": 2,
+        "queued": 0,
+        "waiting": 0,
         "percentage": 50.0,
     }
     await api.complete(msgs[2])
@@ -111,7 +113,7 @@ async def test_repeated_report_is_a_noop_and_stale_attempt_is_409(api):
     await api.fail(b, "x")
     await api.fail(b, "x")  # repeated fail: no-op
     assert (await api.batch(batch["id"]))["failed"] == 1
-    r = await api.post("/v1/jobs/00000000-0000-0000-0000-000000000000/complete", {"attempt": 1})
+    r = await api.post("/v1/jobs/00000000-0000-0000-0000-000000000000.0/complete", {"attempt": 1, "lease": "x"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
@@ -143,9 +145,12 @@ async def test_not_retryable_failure_skips_remaining_attempts(api):
 
 async def test_expired_lease_delivers_the_job_again(api_factory):
     api = await api_factory()
-    batch = await api.create({"jobs": [{"name": "Slow", "max_attempts": 2, "timeout_s": 0.3}]})
+    batch = await api.create({"jobs": [{"name": "Slow", "max_attempts": 2, "timeout_s": 30}]})
     (first,) = await api.claim_until(1)
-    # The worker "dies": no report. The reaper expires the lease and the job comes back.
+    # The worker "dies": no report. Once its lease has run out, the reaper expires it and
+    # the job comes back.
+    api.advance(31)
+    await api.reap()
     (second,) = await api.claim_until(1, timeout=10)
     assert second["job_id"] == first["job_id"] and second["attempt"] == 2
     # The dead worker's late report is refused; the live one's is taken.
@@ -157,14 +162,20 @@ async def test_expired_lease_delivers_the_job_again(api_factory):
 
 
 async def test_heartbeat_extends_the_lease(api):
-    batch = await api.create({"jobs": [{"name": "Long", "timeout_s": 0.4, "max_attempts": 2}]})
-    (msg,) = await api.claim_until(1)
-    for _ in range(6):
-        await asyncio.sleep(0.15)
+    batch = await api.create(
+        {"jobs": [{"name": "Long", "timeout_s": 30}, {"name": "Idle", "timeout_s": 30}], "failure_policy": "allow_failures"}
+    )
+    msg, idle = sorted(await api.claim_until(2), key=lambda m: m["position"])
+    for _ in range(3):  # 60 s of work, a heartbeat every 20 s
+        api.advance(20)
         r = await api.post(f"/v1/jobs/{msg['job_id']}/heartbeat", {"attempt": 1, "lease": msg["lease"]})
         assert r.status_code == 200, r.text
+        assert r.json()["lease_expires_at"] > msg["lease_expires_at"]
+        await api.reap()
+    # The job that sent no heartbeat lost its lease; the other kept it.
+    await api.complete(idle, expect=409)
     await api.complete(msg)
-    assert (await api.batch(batch["id"]))["status"] == "completed"
+    assert (await api.batch(batch["id"]))["status"] == "completed_with_failures"
     assert (await api.jobs(batch["id"]))[0]["attempts"] == 1
 
 
@@ -236,11 +247,11 @@ async def test_many_reports_in_one_call_each_with_its_own_outcome(api):
         {
             "reports": [
                 {"job_id": a["job_id"], "attempt": 1, "lease": a["lease"], "outcome": "completed", "result": {"a": 1}},
-                {"job_id": b["job_id"], "attempt": 1, "outcome": "failed", "error": "bad", "retryable": False},
-                {"job_id": c["job_id"], "attempt": 5, "outcome": "completed"},
-                {"job_id": d["job_id"], "attempt": 1, "outcome": "completed"},
-                {"job_id": "00000000-0000-0000-0000-000000000000", "attempt": 1, "outcome": "completed"},
-                {"job_id": a["job_id"], "attempt": 1, "outcome": "completed", "result": {"a": 2}},
+                {"job_id": b["job_id"], "attempt": 1, "lease": b["lease"], "outcome": "failed", "error": "bad", "retryable": False},
+                {"job_id": c["job_id"], "attempt": 5, "lease": c["lease"], "outcome": "completed"},
+                {"job_id": d["job_id"], "attempt": 1, "lease": d["lease"], "outcome": "completed"},
+                {"job_id": "00000000-0000-0000-0000-000000000000.0", "attempt": 1, "lease": "x", "outcome": "completed"},
+                {"job_id": a["job_id"], "attempt": 1, "lease": a["lease"], "outcome": "completed", "result": {"a": 2}},
             ]
         },
     )
@@ -250,7 +261,7 @@ async def test_many_reports_in_one_call_each_with_its_own_outcome(api):
     assert results[3]["duplicate"] is True and results[5]["duplicate"] is True
     assert results[1]["status"] == "failed"
     mid = await api.batch(batch["id"])
-    assert (mid["completed"], mid["failed"], mid["pending"]) == (2, 1, 1)
+    assert (mid["completed"], mid["failed"], mid["total"] - mid["completed"] - mid["failed"]) == (2, 1, 1)
     assert (await api.get(f"/v1/batches/{batch['id']}/jobs/{a['job_id']}")).json()["result"] == {"a": 1}
     await api.complete(c)
     assert (await api.batch(batch["id"]))["status"] == "completed_with_failures"

@@ -14,7 +14,7 @@ async def test_message_fetched_by_a_process_that_died_is_delivered_again(api_fac
     # An API process fetches the message from the broker and dies before starting it.
     fetched = []
     for _ in range(50):
-        fetched = await api.services.broker.fetch("default", 10, 0.1, "crashed-process")
+        fetched = await api.services.broker.fetch("default", "default", 10, 0.1, "crashed-process")
         if fetched:
             break
     assert len(fetched) == 1
@@ -45,7 +45,7 @@ async def test_state_survives_an_api_restart(api):
     fresh = create_app(api.settings)
     async with fresh.router.lifespan_context(fresh):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fresh), base_url="http://fresh") as c:
-            r = await c.post(f"/v1/jobs/{one['job_id']}/complete", json={"attempt": 1, "context": {"a": 1}})
+            r = await c.post(f"/v1/jobs/{one['job_id']}/complete", json={"attempt": 1, "lease": one["lease"], "context": {"a": 1}})
             assert r.status_code == 200
             msgs = []
             for _ in range(100):
@@ -54,7 +54,7 @@ async def test_state_survives_an_api_restart(api):
                 if msgs:
                     break
             assert msgs and msgs[0]["name"] == "Two" and msgs[0]["context"] == {"a": 1}
-            r = await c.post(f"/v1/jobs/{msgs[0]['job_id']}/complete", json={"attempt": 1})
+            r = await c.post(f"/v1/jobs/{msgs[0]['job_id']}/complete", json={"attempt": 1, "lease": msgs[0]["lease"]})
             assert r.status_code == 200
     await asyncio.sleep(0)
     assert (await api.batch(batch["id"]))["status"] == "completed"
@@ -65,7 +65,7 @@ async def test_stream_long_polls_outlast_the_redis_socket_timeout(api):
     # Longer than redis-py's 5 s socket timeout: the claim loops over short blocks.
     assert await api.claim(max=1, wait_s=6) == []
     # A wait that rounds to 0 ms must not become BLOCK 0 ("forever").
-    assert await api.services.broker.fetch("default", 1, 0.0004, "probe") == []
+    assert await api.services.broker.fetch("default", "default", 1, 0.0004, "probe") == []
 
 
 async def test_starting_many_deliveries_reports_each_refusal(api):
@@ -76,13 +76,13 @@ async def test_starting_many_deliveries_reports_each_refusal(api):
     r = await api.post(
         "/v1/starts",
         {"attempts": [{"job_id": b_id, "attempt": 1}, {"job_id": a["job_id"], "attempt": 1},
-                      {"job_id": "00000000-0000-0000-0000-000000000000", "attempt": 1}], "worker": "w1"},
+                      {"job_id": "00000000-0000-0000-0000-000000000000.0", "attempt": 1}], "worker": "w1"},
     )
     assert r.status_code == 200, r.text
     body = r.json()
     assert [m["job_id"] for m in body["messages"]] == [b_id] and body["messages"][0]["lease"]
     assert [(x["job_id"], x["status_code"]) for x in body["refused"]] == [
-        (a["job_id"], 409), ("00000000-0000-0000-0000-000000000000", 404)]
+        (a["job_id"], 409), ("00000000-0000-0000-0000-000000000000.0", 404)]
 
 
 @pytest.mark.parametrize("backend", [b for b in ("sqlite", "pg-sql", "pg-redis") if b in BACKENDS], indirect=True)
@@ -127,5 +127,5 @@ async def test_outbox_rows_of_a_process_that_died_before_relaying_are_published_
                 if msgs:
                     break
             assert msgs and msgs[0]["batch_id"] == batch["id"]
-            assert (await c.post(f"/v1/jobs/{msgs[0]['job_id']}/complete", json={"attempt": 1})).status_code == 200
+            assert (await c.post(f"/v1/jobs/{msgs[0]['job_id']}/complete", json={"attempt": 1, "lease": msgs[0]["lease"]})).status_code == 200
     assert (await dead.batch(batch["id"]))["status"] == "completed"

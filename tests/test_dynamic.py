@@ -11,7 +11,7 @@ async def test_chain_appends_added_jobs_after_its_tail_with_accumulated_context(
     (first,) = await api.claim_until(1)
     r = await api.post(f"/v1/batches/{batch['id']}/jobs", {"jobs": ["Third", {"name": "Fourth", "args": {"n": 4}}]})
     assert r.status_code == 201, r.text
-    assert r.json()["batch"]["total"] == 4 and [j["position"] for j in r.json()["jobs"]] == [2, 3]
+    assert r.json()["batch"]["total"] == 4 and r.json()["job_ids"] == [f"{batch['id']}.2", f"{batch['id']}.3"]
     assert await api.claim() == []  # still one step at a time
     await api.complete(first, context={"from_first": 1})
     names = []
@@ -86,7 +86,7 @@ ITEMS = [None, False, 0, "", [], {}, "last"]
 
 async def test_progressive_batch_keeps_n_in_flight_and_treats_every_item_as_a_value(api):
     batch = await api.create({"type": "parallel", "job": "Import", "items": ITEMS, "max_concurrency": 2})
-    assert batch["total"] == len(ITEMS) and batch["in_flight"] == 2
+    assert batch["total"] == len(ITEMS) and batch["queued"] == 2
     seen = []
     while True:
         msgs = await api.claim(max=10, wait_s=0.3)
@@ -94,7 +94,7 @@ async def test_progressive_batch_keeps_n_in_flight_and_treats_every_item_as_a_va
             break
         assert len(msgs) <= 2
         progress = await api.batch(batch["id"])
-        assert progress["in_flight"] <= 2
+        assert progress["queued"] + progress["running"] <= 2
         for m in msgs:
             seen.append(m["args"]["item"])
             assert "item" in m["args"]
@@ -132,7 +132,7 @@ async def test_progressive_cancel_stops_feeding_and_retry_respects_the_limit(api
     third = await api.claim_until(2)
     r = await api.post(f"/v1/batches/{batch['id']}/retry")
     assert r.status_code == 200
-    assert (await api.batch(batch["id"]))["in_flight"] == 2
+    assert (lambda b: b["queued"] + b["running"])(await api.batch(batch["id"])) == 2
     assert await api.claim() == []
     r = await api.post(f"/v1/batches/{batch['id']}/cancel")
     assert r.status_code == 200
@@ -160,7 +160,7 @@ async def test_queue_listing_shows_depth_in_flight_and_age(api):
     await asyncio.sleep(0.3)  # let a relay publish and age accumulate
     queues = {q["name"]: q for q in (await api.get("/v1/queues")).json()["queues"]}
     reports = queues["reports"]
-    assert reports["in_flight"] == 1 and reports["queued"] == 2
+    assert reports["running"] == 1 and reports["queued"] == 2
     assert reports["depth"] == 2 and reports["oldest_age_s"] > 0
     metrics = (await api.get("/metrics")).text
     assert 'batchq_queue_depth{queue="reports"} 2' in metrics
@@ -246,12 +246,13 @@ async def test_events_stream_follows_a_running_batch_live(api):
 
 
 async def test_metrics_count_deliveries_reports_and_expired_leases(api):
-    await api.create({"jobs": ["A", "B", {"name": "C", "timeout_s": 0.2}], "failure_policy": "allow_failures"})
+    await api.create({"jobs": ["A", "B", {"name": "C", "timeout_s": 5}], "failure_policy": "allow_failures"})
     msgs = {m["name"]: m for m in await api.claim_until(3)}
     await api.complete(msgs["A"])
     await api.complete(msgs["A"])  # a duplicate
     await api.fail(msgs["B"], "x")
-    await api.wait_status(msgs["C"]["batch_id"], "completed_with_failures")  # C's lease expires
+    api.advance(6)  # C's lease runs out
+    await api.wait_status(msgs["C"]["batch_id"], "completed_with_failures")
     text = (await api.get("/metrics")).text
     assert 'batchq_batches_created_total{type="parallel"} 1' in text
     assert "batchq_messages_delivered_total 3" in text

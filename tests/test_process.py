@@ -235,7 +235,7 @@ def test_events_stream_live_from_a_real_server(procs, tmp_path):
         messages = client.post("/v1/queues/default/claim", json={"max": 2, "wait_s": 5}).json()["messages"]
         for msg in messages:
             arrived.clear()
-            assert client.post(f"/v1/jobs/{msg['job_id']}/complete", json={"attempt": 1}).status_code == 200
+            assert client.post(f"/v1/jobs/{msg['job_id']}/complete", json={"attempt": 1, "lease": msg["lease"]}).status_code == 200
             assert arrived.wait(10), p.output()
         reader.join(10)
         assert not reader.is_alive(), "the stream should end with the batch"

@@ -82,7 +82,7 @@ async def test_two_replicas_completing_the_last_two_jobs_finish_the_batch_once(r
         assert r1.status_code == r2.status_code == 200, (r1.text, r2.text)
         final = await b.batch(batch["id"])
         assert final["status"] == "completed"
-        assert (final["completed"], final["failed"], final["pending"], final["in_flight"]) == (6, 0, 0, 0)
+        assert (final["completed"], final["failed"], final["waiting"], final["queued"], final["running"]) == (6, 0, 0, 0, 0)
         assert await completed_events(a, batch["id"]) == 1
         # on_complete ran once: exactly one callback job.
         callbacks = await a.jobs(batch["id"], kind="callback")
@@ -119,7 +119,7 @@ async def test_two_replicas_completing_the_last_two_jobs_finish_the_batch_once(r
         store_a.commit_script = original
     assert store_a.conflicts == conflicts_before + 1  # A's first commit was refused and re-run
     final = await a.batch(batch["id"])
-    assert final["status"] == "completed" and final["completed"] == 2 and final["in_flight"] == 0
+    assert final["status"] == "completed" and final["completed"] == 2 and final["queued"] + final["running"] == 0
     assert await completed_events(b, batch["id"]) == 1
     results = (await a.get(f"/v1/batches/{batch['id']}/results")).json()["results"]
     assert results == {x["job_id"]: "x", y["job_id"]: "y"}

@@ -144,7 +144,8 @@ async def test_heartbeats_keep_a_long_job_alive_past_its_timeout(api):
         time.sleep(args["seconds"])  # a blocking handler: heartbeats must still go out
         return "done"
 
-    batch = await api.create({"jobs": [{"name": "Long", "args": {"seconds": 1.5}, "timeout_s": 0.5, "max_attempts": 2}]})
+    # A 4 s job under a 3 s lease: the heartbeats (every 1 s) keep it, with room for a slow machine.
+    batch = await api.create({"jobs": [{"name": "Long", "args": {"seconds": 4}, "timeout_s": 3, "max_attempts": 2}]})
     async with running(make_worker(api, reg)) as worker:
         done = await api.wait_status(batch["id"], *FINISHED)
     (job,) = await api.jobs(batch["id"])
@@ -165,7 +166,7 @@ async def test_refused_heartbeat_makes_the_worker_abandon_the_job(api):
             cancelled.set()
             raise
 
-    batch = await api.create({"jobs": [{"name": "Forever", "timeout_s": 0.3}]})
+    batch = await api.create({"jobs": [{"name": "Forever", "timeout_s": 1.5}]})
     async with running(make_worker(api, reg)) as worker:
         await asyncio.wait_for(started.wait(), 10)
         assert (await api.post(f"/v1/batches/{batch['id']}/cancel")).status_code == 200
@@ -198,7 +199,7 @@ async def test_worker_reads_redis_streams_directly(api):
     # Every entry was acked and deleted: nothing is pending or left in the stream.
     redis = Redis.from_url(REDIS_URL, decode_responses=True)
     try:
-        key = stream_key(prefix, "default")
+        key = stream_key(prefix, "default", "default")
         assert await redis.xlen(key) == 0
         assert (await redis.xpending(key, GROUP))["pending"] == 0
     finally:
@@ -221,6 +222,6 @@ async def test_the_api_names_the_streams_a_direct_reader_reads(api):
     r = await api.get("/v1/queues/images/streams")
     if api.backend in STREAM_BACKENDS:
         assert r.status_code == 200, r.text
-        assert r.json() == {"group": GROUP, "streams": [stream_key(api.settings.redis_prefix, "images")]}
+        assert r.json() == {"group": GROUP, "streams": [stream_key(api.settings.redis_prefix, "default", "images")]}
     else:
         assert r.status_code == 409 and "claim over HTTP" in r.json()["error"]["message"]

@@ -6,16 +6,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import get_services
+from app.api.deps import Svc, Tenant
 from app.api.views import event_view
-from app.container import Services
-from app.domain.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["events"])
-Svc = Annotated[Services, Depends(get_services)]
 
 
 def sse_frame(event: dict[str, Any]) -> str:
@@ -31,12 +28,12 @@ async def batch_events(
     batch_id: str,
     request: Request,
     svc: Svc,
+    tenant: Tenant,
     stream: Annotated[bool, Query(description="false: one JSON page instead of a stream")] = True,
     after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ):  # noqa: ANN201
-    if await svc.store.get_batch(batch_id) is None:
-        raise NotFound(f"batch {batch_id} not found")
+    await svc.orchestrator.batch(tenant, batch_id)
     if last_event_id and last_event_id.strip().isdigit():
         after = max(after, int(last_event_id.strip()))
     if not stream:

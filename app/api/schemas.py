@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from app.domain.models import Callback, CallbackJob, Callbacks
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
@@ -40,7 +41,7 @@ class JobObjectIn(Strict):
     args: dict[str, Any] = Field(default_factory=dict)
     compensation: CompensationField | None = None
     max_attempts: int | None = Field(default=None, ge=1, le=100)
-    timeout_s: float | None = Field(default=None, gt=0, le=86400)
+    timeout_s: float | None = Field(default=None, ge=1, le=86400)
     queue: QueueName | None = None
 
 
@@ -101,9 +102,9 @@ class BatchIn(Strict):
     context: dict[str, Any] = Field(default_factory=dict)
     queue: QueueName | None = None
     failure_policy: Literal["fail_fast", "allow_failures"] | None = None
-    max_concurrency: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1, le=1_000_000)
     max_attempts: int | None = Field(default=None, ge=1, le=100)
-    timeout_s: float | None = Field(default=None, gt=0, le=86400)
+    timeout_s: float | None = Field(default=None, ge=1, le=86400)
     on_complete: CallbackIn | None = None
     on_failure: CallbackIn | None = None
     on_event: EventHookIn | None = None
@@ -128,11 +129,11 @@ class ChainIn(BatchIn):
 
 
 class AddJobsIn(Strict):
-    jobs: list[JobIn] = Field(min_length=1)
+    jobs: list[JobIn] = Field(min_length=1, max_length=100_000)
 
 
 class RetryJobsIn(Strict):
-    job_ids: list[str] = Field(min_length=1)
+    job_ids: list[Annotated[str, Field(min_length=1, max_length=80)]] = Field(min_length=1, max_length=100_000)
 
 
 class ClaimIn(Strict):
@@ -142,13 +143,13 @@ class ClaimIn(Strict):
 
 
 class StartIn(Strict):
-    attempt: int = Field(ge=1)
+    attempt: Attempt
     worker: str | None = Field(default=None, max_length=200)
 
 
 class StartItemIn(Strict):
-    job_id: str = Field(min_length=1, max_length=64)
-    attempt: int = Field(ge=1)
+    job_id: str = Field(min_length=1, max_length=80)
+    attempt: Attempt
 
 
 class StartManyIn(Strict):
@@ -156,9 +157,13 @@ class StartManyIn(Strict):
     worker: str | None = Field(default=None, max_length=200)
 
 
+Attempt = Annotated[int, Field(ge=1, le=1_000_000, description="the attempt number the message carried")]
+Lease = Annotated[str, Field(min_length=1, max_length=64, description="the lease the started message carried")]
+
+
 class ReportIn(Strict):
-    attempt: int = Field(ge=1)
-    lease: str | None = None
+    attempt: Attempt
+    lease: Lease
 
 
 class CompleteIn(ReportIn):
@@ -174,9 +179,9 @@ class FailIn(ReportIn):
 class ReportItemIn(Strict):
     """One attempt's outcome, for reporting many at once."""
 
-    job_id: str = Field(min_length=1, max_length=64)
-    attempt: int = Field(ge=1)
-    lease: str | None = None
+    job_id: str = Field(min_length=1, max_length=80)
+    attempt: Attempt
+    lease: Lease
     outcome: Literal["completed", "failed"]
     result: Any = None
     context: dict[str, Any] | None = None
@@ -202,3 +207,20 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+def callbacks_of(body: BatchIn) -> Callbacks:
+    """The callbacks of a definition as the domain's value objects."""
+
+    def one(cb: CallbackIn | EventHookIn | None) -> Callback | None:
+        if cb is None:
+            return None
+        job = getattr(cb, "job", None)
+        return Callback(
+            url=str(cb.url) if cb.url is not None else None,
+            headers=dict(cb.headers),
+            job=CallbackJob(job.name, job.args) if job is not None else None,
+            events=getattr(cb, "events", None),
+        )
+
+    return Callbacks(on_complete=one(body.on_complete), on_failure=one(body.on_failure), on_event=one(body.on_event))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from app.api.auth import require_token
-from app.api.deps import get_services
+from app.api.deps import Tenant, get_services
 from app.container import Services
 
 router = APIRouter(tags=["system"])
@@ -30,10 +30,10 @@ async def readyz(svc: Svc) -> JSONResponse:
     )
 
 
-async def queue_overview(svc: Services) -> list[dict[str, Any]]:
+async def queue_overview(svc: Services, tenant: str | None) -> list[dict[str, Any]]:
     now = time.time()
-    broker_stats = await svc.broker.queue_stats(now)
-    counts = await svc.store.queue_counts()
+    broker_stats = await svc.broker.queue_stats(tenant, now)
+    counts = await svc.store.queue_counts(tenant)
     names = sorted(set(broker_stats) | set(counts) | set(svc.settings.queues) | {"default"})
     out = []
     for name in names:
@@ -46,7 +46,7 @@ async def queue_overview(svc: Services) -> list[dict[str, Any]]:
                 "declared": qcfg is not None,
                 "depth": b.get("depth", 0),
                 "queued": c.get("queued", 0),
-                "in_flight": c.get("running", 0),
+                "running": c.get("running", 0),
                 "oldest_age_s": round(b.get("oldest_age_s", 0.0), 3),
             }
         )
@@ -54,8 +54,8 @@ async def queue_overview(svc: Services) -> list[dict[str, Any]]:
 
 
 @router.get("/v1/queues", dependencies=[Depends(require_token)], summary="Each queue with depth, in-flight count and oldest message age")
-async def queues(svc: Svc) -> dict[str, Any]:
-    return {"queues": await queue_overview(svc)}
+async def queues(svc: Svc, tenant: Tenant) -> dict[str, Any]:
+    return {"queues": await queue_overview(svc, tenant)}
 
 
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
@@ -64,12 +64,12 @@ async def metrics(svc: Svc) -> str:
         "# HELP batchq_queue_depth Messages waiting in a queue.",
         "# TYPE batchq_queue_depth gauge",
     ]
-    overview = await queue_overview(svc)
+    overview = await queue_overview(svc, None)
     for q in overview:
         lines.append(f'batchq_queue_depth{{queue="{q["name"]}"}} {q["depth"]}')
     lines += ["# HELP batchq_jobs_in_flight Jobs running on a worker.", "# TYPE batchq_jobs_in_flight gauge"]
     for q in overview:
-        lines.append(f'batchq_jobs_in_flight{{queue="{q["name"]}"}} {q["in_flight"]}')
+        lines.append(f'batchq_jobs_in_flight{{queue="{q["name"]}"}} {q["running"]}')
     lines += ["# HELP batchq_queue_oldest_age_seconds Age of the oldest waiting message.", "# TYPE batchq_queue_oldest_age_seconds gauge"]
     for q in overview:
         lines.append(f'batchq_queue_oldest_age_seconds{{queue="{q["name"]}"}} {q["oldest_age_s"]}')

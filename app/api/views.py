@@ -1,85 +1,95 @@
-"""How records look in API replies."""
+"""How records look in API replies. Every time is an RFC 3339 string."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from dataclasses import asdict
 from typing import Any
 
 from app.domain import rules
-from app.domain.models import Attempt, Batch, Event, Job, JobStatus, Webhook
+from app.domain.models import Attempt, Batch, Event, Job, Webhook
+from app.domain.rules import rfc3339
+from app.domain.states import AttemptStatus, JobStatus
 
 
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def batch_view(batch: Batch) -> dict[str, Any]:
+def batch_summary(batch: Batch) -> dict[str, Any]:
+    """A batch without its context (lists and replies that do not need it stay small)."""
     view = {"id": batch.id, **rules.progress(batch)}
-    view.pop("batch_id")
+    del view["batch_id"]
+    callbacks = batch.callbacks.as_dict()
     view.update(
         {
+            "tenant": batch.tenant,
             "queue": batch.queue,
-            "context": batch.context,
-            "failure_policy": batch.failure_policy,
+            "failure_policy": batch.failure_policy.value,
             "max_concurrency": batch.max_concurrency,
-            "on_complete": batch.callbacks.get("on_complete"),
-            "on_failure": batch.callbacks.get("on_failure"),
-            "on_event": batch.callbacks.get("on_event"),
-            "error": batch.error,
-            "created_at": iso(batch.created_at),
-            "updated_at": iso(batch.updated_at),
-            "finished_at": iso(batch.finished_at),
+            "on_complete": callbacks.get("on_complete"),
+            "on_failure": callbacks.get("on_failure"),
+            "on_event": callbacks.get("on_event"),
+            "error": asdict(batch.error) if batch.error else None,
+            "created_at": rfc3339(batch.created_at),
+            "updated_at": rfc3339(batch.updated_at),
+            "finished_at": rfc3339(batch.finished_at),
         }
     )
     return view
 
 
+def batch_view(batch: Batch) -> dict[str, Any]:
+    return {**batch_summary(batch), "context": batch.context}
+
+
 def job_view(job: Job) -> dict[str, Any]:
-    view = {
+    view: dict[str, Any] = {
         "id": job.id,
         "batch_id": job.batch_id,
         "position": job.position,
-        "kind": job.kind,
+        "kind": job.kind.value,
         "name": job.name,
         "queue": job.queue,
         "args": job.args,
-        "compensation": job.compensation,
-        "status": job.status,
+        "compensation": asdict(job.compensation) if job.compensation else None,
+        "status": job.status.value if job.status else None,
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "timeout_s": job.timeout_s,
         "error": job.error,
-        "created_at": iso(job.created_at),
-        "queued_at": iso(job.queued_at),
-        "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at),
-        "failed_at": iso(job.finished_at) if job.status == JobStatus.FAILED else None,
+        "created_at": rfc3339(job.created_at),
+        "queued_at": rfc3339(job.queued_at),
+        "started_at": rfc3339(job.started_at),
+        "finished_at": rfc3339(job.finished_at),
     }
     if job.status == JobStatus.COMPLETED:
         view["result"] = job.result
-    if job.original_job_id:
-        view["original_job_id"] = job.original_job_id
-    if job.cancel_reason:
-        view["cancel_reason"] = job.cancel_reason
+    if job.original_position is not None:
+        view["original_job_id"] = f"{job.batch_id}.{job.original_position}"
     return view
 
 
 def attempt_view(attempt: Attempt) -> dict[str, Any]:
     return {
         "attempt": attempt.attempt,
-        "status": attempt.status,
+        "status": attempt.status.value if isinstance(attempt.status, AttemptStatus) else attempt.status,
         "worker": attempt.worker,
         "error": attempt.error,
-        "queued_at": iso(attempt.queued_at),
-        "started_at": iso(attempt.started_at),
-        "finished_at": iso(attempt.finished_at),
-        "lease_expires_at": iso(attempt.lease_expires_at),
+        "queued_at": rfc3339(attempt.queued_at),
+        "started_at": rfc3339(attempt.started_at),
+        "finished_at": rfc3339(attempt.finished_at),
     }
 
 
+def attempt_history(job: Job, ended: list[Attempt]) -> list[dict[str, Any]]:
+    """Every attempt of a job: the ended ones, then the live one while it runs."""
+    views = [attempt_view(a) for a in ended]
+    if job.status == JobStatus.RUNNING:
+        live = attempt_view(
+            Attempt(job.batch_id, job.position, job.attempts, AttemptStatus.RUNNING, job.worker, None, job.queued_at, job.started_at)
+        )
+        live["lease_expires_at"] = rfc3339(job.lease_expires_at)
+        views.append(live)
+    return views
+
+
 def event_view(event: Event) -> dict[str, Any]:
-    return {"id": event.id, "type": event.type, "batch_id": event.batch_id, "data": event.data, "at": iso(event.created_at)}
+    return {"id": event.id, "type": event.type, "batch_id": event.batch_id, "data": event.data, "at": rfc3339(event.created_at)}
 
 
 def webhook_view(webhook: Webhook) -> dict[str, Any]:
@@ -90,7 +100,7 @@ def webhook_view(webhook: Webhook) -> dict[str, Any]:
         "status": webhook.status,
         "attempts": webhook.attempts,
         "last_error": webhook.last_error,
-        "deliveries": webhook.deliveries,
-        "created_at": iso(webhook.created_at),
-        "delivered_at": iso(webhook.delivered_at),
+        "deliveries": [{**d, "at": rfc3339(d["at"]) if isinstance(d.get("at"), (int, float)) else d.get("at")} for d in webhook.deliveries],
+        "created_at": rfc3339(webhook.created_at),
+        "delivered_at": rfc3339(webhook.delivered_at),
     }

@@ -1,8 +1,6 @@
 """Lease reaper: a running attempt whose lease ran out counts as failed (and is retried)."""
 from __future__ import annotations
 
-import time
-
 from app.services.orchestrator import Orchestrator
 from app.store.base import Store
 
@@ -14,10 +12,8 @@ class LeaseReaper:
         self.batch_size = batch_size
 
     async def step(self) -> int:
-        expired = await self.store.expired_attempts(time.time(), self.batch_size)
         done = 0
-        for job_id, attempt in expired:
-            # Each expiry re-checks the lease under the batch lock, so replicas may race here.
-            if await self.orchestrator.expire(job_id, attempt):
-                done += 1
+        for batch_id, positions in (await self.store.expired_leases(self.orchestrator.clock(), self.batch_size)).items():
+            # Each expiry is checked again inside the batch's operation, so replicas may race here.
+            done += await self.orchestrator.expire(batch_id, positions)
         return done

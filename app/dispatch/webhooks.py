@@ -15,6 +15,7 @@ import time
 
 import httpx
 
+from app.clock import Clock
 from app.config import Settings
 from app.domain.rules import backoff_delay
 from app.domain.models import Webhook
@@ -36,8 +37,9 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, tolerance_s
 
 
 class WebhookSender:
-    def __init__(self, store: Store, settings: Settings, client: httpx.AsyncClient | None = None):
+    def __init__(self, store: Store, settings: Settings, clock: Clock, client: httpx.AsyncClient | None = None):
         self.store = store
+        self.clock = clock
         self.settings = settings
         self.client = client or httpx.AsyncClient(timeout=settings.webhook_timeout_s)
 
@@ -47,7 +49,7 @@ class WebhookSender:
     async def step(self) -> int:
         # Hold claimed webhooks long enough for one delivery attempt, so another replica
         # does not send the same one meanwhile.
-        due = await self.store.claim_due_webhooks(time.time(), 20, hold_s=self.settings.webhook_timeout_s * 3)
+        due = await self.store.claim_due_webhooks(self.clock(), 20, hold_s=self.settings.webhook_timeout_s * 3)
         if due:
             await asyncio.gather(*(self.deliver(w) for w in due))
         return len(due)
@@ -65,7 +67,7 @@ class WebhookSender:
             "X-Batchq-Signature": sign(self.settings.webhook_secret, timestamp, body),
         }
         started = time.time()
-        record: dict = {"attempt": webhook.attempts + 1, "at": started}
+        record: dict = {"attempt": webhook.attempts + 1, "at": self.clock()}
         try:
             response = await self.client.post(webhook.url, content=body, headers=headers)
             record["status_code"] = response.status_code
@@ -80,14 +82,14 @@ class WebhookSender:
         webhook.deliveries = [*webhook.deliveries, record]
         if ok:
             webhook.status = "delivered"
-            webhook.delivered_at = time.time()
+            webhook.delivered_at = self.clock()
             webhook.last_error = None
         else:
             webhook.last_error = record["error"]
             if webhook.attempts >= self.settings.webhook_max_attempts:
                 webhook.status = "failed"
             else:
-                webhook.next_attempt_at = time.time() + backoff_delay(
+                webhook.next_attempt_at = self.clock() + backoff_delay(
                     webhook.attempts, self.settings.webhook_backoff_base_s, self.settings.webhook_backoff_max_s
                 )
         await self.store.save_webhook(webhook)

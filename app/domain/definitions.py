@@ -1,53 +1,57 @@
-"""Turn a validated batch definition into job specs: the one place job forms are understood."""
+"""Turn a validated batch definition into job specs: the one place job forms are understood.
+
+The forms come from the API's request models (`"Name"`, `["Name", "Compensation"]` or an
+object with `name`, `args`, …); args are kept exactly as sent, nulls included.
+"""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from app.domain.models import CompensationSpec
 
 
 @dataclass
 class JobSpec:
     name: str
     args: dict[str, Any] = field(default_factory=dict)
-    compensation: dict[str, Any] | None = None  # {"name", "args"}
+    compensation: CompensationSpec | None = None
     max_attempts: int | None = None
     timeout_s: float | None = None
     queue: str | None = None
 
 
-def _compensation(value: Any) -> dict[str, Any] | None:
-    if value is None:
+def compensation_spec(form: Any) -> CompensationSpec | None:
+    if form is None:
         return None
-    if isinstance(value, str):
-        return {"name": value, "args": {}}
-    spec = {"name": value["name"], "args": dict(value.get("args") or {})}
-    if value.get("max_attempts"):
-        spec["max_attempts"] = value["max_attempts"]
-    return spec
+    if isinstance(form, str):
+        return CompensationSpec(name=form)
+    return CompensationSpec(name=form.name, args=form.args, max_attempts=form.max_attempts)
 
 
 def job_spec(form: Any) -> JobSpec:
-    """One job from any accepted form: "Name", ["Name", "Comp"] or a {name, ...} object."""
+    """One job from any accepted form."""
     if isinstance(form, str):
         return JobSpec(name=form)
     if isinstance(form, list):
-        return JobSpec(name=form[0], compensation=_compensation(form[1] if len(form) > 1 else None))
+        return JobSpec(name=form[0], compensation=compensation_spec(form[1] if len(form) > 1 else None))
     return JobSpec(
-        name=form["name"],
-        args=dict(form.get("args") or {}),
-        compensation=_compensation(form.get("compensation")),
-        max_attempts=form.get("max_attempts"),
-        timeout_s=form.get("timeout_s"),
-        queue=form.get("queue"),
+        name=form.name,
+        args=form.args,
+        compensation=compensation_spec(form.compensation),
+        max_attempts=form.max_attempts,
+        timeout_s=form.timeout_s,
+        queue=form.queue,
     )
 
 
-def job_specs(jobs: list[Any] | None, job: str | None = None, items: list[Any] | None = None) -> list[JobSpec]:
-    """Jobs of a definition; the `job` + `items` shorthand makes one job per item.
+def job_specs(jobs: list[Any] | None, job: str | None = None, items: list[Any] | None = None) -> Iterator[JobSpec]:
+    """Jobs of a definition, one at a time; the `job` + `items` shorthand makes one job per item.
 
     Every item is a value: null, false, 0, "" and [] each become a job like any other.
     """
     if jobs is not None:
-        return [job_spec(form) for form in jobs]
+        return (job_spec(form) for form in jobs)
     assert job is not None and items is not None
-    return [JobSpec(name=job, args={"item": item}) for item in items]
+    return (JobSpec(name=job, args={"item": item}) for item in items)

@@ -1,133 +1,169 @@
-"""The batch model: plain records, no I/O. Stores map them to rows / hashes."""
+"""The batch model: plain records, no I/O. Stores map them to rows / hashes.
+
+A job is addressed by its batch and its position in it; its public id says both
+(`<batch_id>.<position>`), so any report names the batch it changes without a lookup.
+Timestamps are Unix seconds (floats) inside; the API shows them as RFC 3339.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from app.domain.states import COUNTED, AttemptStatus, BatchStatus, BatchType, Counts, FailurePolicy, JobKind, JobStatus
 
-class BatchStatus:
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPENSATING = "compensating"
-    COMPLETED = "completed"
-    COMPLETED_WITH_FAILURES = "completed_with_failures"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    FINISHED = frozenset({COMPLETED, COMPLETED_WITH_FAILURES, FAILED, CANCELLED})
-    ALL = (PENDING, RUNNING, COMPENSATING, COMPLETED, COMPLETED_WITH_FAILURES, FAILED, CANCELLED)
+JobKey = tuple[str, int]  # (batch id, position)
 
 
-class JobStatus:
-    PENDING = "pending"  # not dispatched yet (chain step waiting, concurrency limit, retry)
-    QUEUED = "queued"  # a message for the current attempt is on its way to a worker
-    RUNNING = "running"  # a worker holds the current attempt's lease
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    ACTIVE = frozenset({QUEUED, RUNNING})
-    FINISHED = frozenset({COMPLETED, FAILED, CANCELLED})
-    ALL = (PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
+def job_id(batch_id: str, position: int) -> str:
+    return f"{batch_id}.{position}"
 
 
-class JobKind:
-    JOB = "job"  # counts toward the batch
-    COMPENSATION = "compensation"  # undoes a job of the batch (saga)
-    CALLBACK = "callback"  # on_complete / on_failure callback job
-
-    ALL = (JOB, COMPENSATION, CALLBACK)
-
-
-class AttemptStatus:
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    EXPIRED = "expired"  # lease ran out: the worker died or hung
-    CANCELLED = "cancelled"
-
-    ACTIVE = frozenset({QUEUED, RUNNING})
+def parse_job_id(value: str) -> JobKey | None:
+    """The (batch id, position) a job id names, or None if it names none."""
+    batch_id, dot, position = value.rpartition(".")
+    if not dot or not batch_id or not position.isdigit() or len(position) > 9:
+        return None
+    return batch_id, int(position)
 
 
-class BatchType:
-    PARALLEL = "parallel"
-    CHAIN = "chain"
+@dataclass
+class CompensationSpec:
+    """What undoes a job: a job name, its own args, its own attempt budget (default: the job's)."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    max_attempts: int | None = None
+
+    @classmethod
+    def of(cls, data: dict[str, Any] | None) -> CompensationSpec | None:
+        return None if data is None else cls(**data)
 
 
-class FailurePolicy:
-    FAIL_FAST = "fail_fast"
-    ALLOW_FAILURES = "allow_failures"
+@dataclass
+class CallbackJob:
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Callback:
+    """A webhook, a callback job, or both. `events` filters on_event (None: every event)."""
+
+    url: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    job: CallbackJob | None = None
+    events: list[str] | None = None
+
+    @classmethod
+    def of(cls, data: dict[str, Any] | None) -> Callback | None:
+        if data is None:
+            return None
+        job = data.get("job")
+        return cls(
+            url=data.get("url"),
+            headers=dict(data.get("headers") or {}),
+            job=CallbackJob(**job) if job else None,
+            events=data.get("events"),
+        )
+
+
+@dataclass
+class Callbacks:
+    on_complete: Callback | None = None
+    on_failure: Callback | None = None
+    on_event: Callback | None = None
+
+    @classmethod
+    def of(cls, data: dict[str, Any] | None) -> Callbacks:
+        data = data or {}
+        return cls(**{k: Callback.of(data.get(k)) for k in ("on_complete", "on_failure", "on_event")})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class Failure:
+    """The failure that failed a fail-fast batch."""
+
+    job_id: str
+    name: str
+    error: str | None
 
 
 @dataclass
 class Batch:
     id: str
-    type: str
+    type: BatchType
     queue: str
-    status: str = BatchStatus.PENDING
+    tenant: str = "default"
+    status: BatchStatus = BatchStatus.RUNNING
     context: dict[str, Any] = field(default_factory=dict)
-    failure_policy: str = FailurePolicy.FAIL_FAST
+    failure_policy: FailurePolicy = FailurePolicy.FAIL_FAST
     max_concurrency: int | None = None
-    callbacks: dict[str, Any] = field(default_factory=dict)  # on_complete / on_failure / on_event
-    # Maintained counters of kind=job jobs: a progress read never scans jobs.
-    total: int = 0
-    completed: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    waiting: int = 0  # pending: not dispatched yet
-    in_flight: int = 0  # queued or running
-    # Compensation jobs not yet finished, and the tallies of those that did.
-    comp_open: int = 0
-    comp_completed: int = 0
-    comp_failed: int = 0
+    callbacks: Callbacks = field(default_factory=Callbacks)
+    error: Failure | None = None
+    jobs: Counts = field(default_factory=Counts)  # the batch's own jobs, by status
+    comps: Counts = field(default_factory=Counts)  # its compensation jobs, by status
     next_position: int = 0
-    finish_seq: int = 0  # order in which jobs completed, for reverse compensation
-    progress_step: int = 0  # last 10% step announced as an event
-    error: dict[str, Any] | None = None  # the failure that failed the batch
+    traceparent: str | None = None  # W3C trace context of the request that created it
+    version: int = 0  # bumped by every committed change (optimistic checks)
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
 
     @property
     def finished(self) -> bool:
-        return self.status in BatchStatus.FINISHED
+        return self.status.finished
 
-    @property
-    def processed(self) -> int:
-        return self.completed + self.failed + self.cancelled
-
-    @property
-    def unfinished(self) -> int:
-        return self.total - self.processed
+    def counts(self, kind: JobKind) -> Counts | None:
+        if kind == JobKind.JOB:
+            return self.jobs
+        if kind == JobKind.COMPENSATION:
+            return self.comps
+        return None
 
 
 @dataclass
 class Job:
-    id: str
     batch_id: str
     position: int
     name: str
     queue: str
-    kind: str = JobKind.JOB
+    kind: JobKind = JobKind.JOB
     args: dict[str, Any] = field(default_factory=dict)
-    compensation: dict[str, Any] | None = None  # {"name", "args"}
+    compensation: CompensationSpec | None = None
     max_attempts: int = 1
     timeout_s: float = 60.0
-    status: str = JobStatus.PENDING
-    attempts: int = 0  # attempts dispatched so far
-    attempt_base: int = 0  # attempts before the last manual retry (budget restarts there)
+    status: JobStatus | None = None  # None until created (move_job sets it)
+    attempts: int = 0  # number of the current (or last) attempt
+    attempt_base: int = 0  # attempts before the last retry by hand (the budget restarts there)
+    available_at: float | None = None  # queued: when its message is due (retry backoff)
+    # The live attempt (while running): its lease and who holds it.
+    lease: str | None = None
+    lease_expires_at: float | None = None
+    started_at: float | None = None
+    worker: str | None = None
     error: str | None = None
     result: Any = None
-    context_in: dict[str, Any] | None = None  # context the job ran with; kept only when a compensation may need it
-    original_job_id: str | None = None  # for compensation jobs
-    compensation_info: dict[str, Any] | None = None  # for compensation jobs: the _compensation block
-    finish_seq: int | None = None
-    cancel_reason: str | None = None
+    context_in: dict[str, Any] | None = None  # a chain step's context when it ran (its compensation is told)
+    original_position: int | None = None  # a compensation: the job it undoes
+    compensation_info: dict[str, Any] | None = None  # a compensation: the `_compensation` block
     created_at: float = 0.0
     queued_at: float | None = None
-    started_at: float | None = None
     finished_at: float | None = None
+
+    @property
+    def id(self) -> str:
+        return job_id(self.batch_id, self.position)
+
+    @property
+    def key(self) -> JobKey:
+        return (self.batch_id, self.position)
+
+    @property
+    def counted(self) -> bool:
+        return self.kind in COUNTED
 
     @property
     def attempts_left(self) -> int:
@@ -136,28 +172,36 @@ class Job:
 
 @dataclass
 class Attempt:
-    job_id: str
-    attempt: int
+    """An attempt that ended (the running one lives on its job)."""
+
     batch_id: str
-    status: str = AttemptStatus.QUEUED
-    lease: str | None = None
-    lease_expires_at: float | None = None
-    queued_at: float = 0.0
+    position: int
+    attempt: int
+    status: AttemptStatus
+    worker: str | None = None
+    error: str | None = None
+    queued_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    error: str | None = None
-    worker: str | None = None
 
 
 @dataclass
 class Message:
-    """One delivery intent: written with the state change that causes it (outbox)."""
+    """A delivery intent, written with the state change that causes it (the outbox).
 
+    It carries only the attempt's address: the worker gets the whole message when it
+    starts the attempt, built from the store's current state.
+    """
+
+    tenant: str
     queue: str
-    job_id: str
+    batch_id: str
+    position: int
     attempt: int
-    payload: dict[str, Any]
     available_at: float
+
+    def payload(self) -> dict[str, Any]:
+        return {"job_id": job_id(self.batch_id, self.position), "batch_id": self.batch_id, "attempt": self.attempt}
 
 
 @dataclass
@@ -188,12 +232,9 @@ class Webhook:
     delivered_at: float | None = None
 
 
-def record_fields(cls) -> list[str]:
+def record_fields(cls: type) -> list[str]:
     return [f.name for f in fields(cls)]
 
 
-# Field names of each record: how stores map records to rows and JSON.
-BATCH_FIELDS = record_fields(Batch)
-JOB_FIELDS = record_fields(Job)
 ATTEMPT_FIELDS = record_fields(Attempt)
 WEBHOOK_FIELDS = record_fields(Webhook)

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime, timezone
 from typing import Any
 
-from app.domain.models import Batch, BatchStatus, BatchType, FailurePolicy, Job, JobKind
+from app.domain.models import Batch, Job
+from app.domain.states import BatchStatus, BatchType, Counts, FailurePolicy, JobKind
 
 
-def default_failure_policy(batch_type: str) -> str:
-    return FailurePolicy.FAIL_FAST
+def rfc3339(ts: float | None) -> str | None:
+    """Unix seconds as the API shows every time: RFC 3339, UTC, e.g. 2026-11-27T14:44:56.123456Z."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def concurrency_limit(batch: Batch) -> int | None:
@@ -18,23 +23,26 @@ def concurrency_limit(batch: Batch) -> int | None:
     return batch.max_concurrency
 
 
-def dispatch_slots(batch: Batch) -> int:
-    """How many more jobs may be dispatched now."""
-    if batch.finished or batch.waiting <= 0 or failing(batch) or batch.status == BatchStatus.CANCELLED:
-        return 0
-    limit = concurrency_limit(batch)
-    if limit is None:
-        return batch.waiting
-    return max(0, min(batch.waiting, limit - batch.in_flight))
-
-
 def failing(batch: Batch) -> bool:
-    """A fail-fast batch that has had a failure dispatches nothing more of its own jobs."""
+    """A fail-fast batch that has had a failure dispatches and retries none of its own jobs."""
     return batch.error is not None and batch.failure_policy == FailurePolicy.FAIL_FAST
 
 
+def dispatch_slots(batch: Batch) -> int:
+    """How many waiting jobs may be dispatched now."""
+    if batch.status != BatchStatus.RUNNING or batch.jobs.waiting <= 0 or failing(batch):
+        return 0
+    limit = concurrency_limit(batch)
+    if limit is None:
+        return batch.jobs.waiting
+    return max(0, min(batch.jobs.waiting, limit - batch.jobs.in_flight))
+
+
 def merge_context(context: dict[str, Any], update: dict[str, Any] | None) -> dict[str, Any]:
-    """A step's context update is merged shallowly into the accumulated context."""
+    """A chain step's context update is merged shallowly into the accumulated context.
+
+    A key set to null stays, with the value null: the context holds exactly what was sent.
+    """
     if not update:
         return context
     return {**context, **update}
@@ -44,83 +52,103 @@ def job_arguments(batch: Batch, job: Job) -> dict[str, Any]:
     """Shared context, then the job's own args (which win), then the batch coordinates."""
     if job.kind == JobKind.JOB:
         return {**batch.context, **job.args, "batch_id": batch.id, "job_position": job.position}
-    return {**job.args, "batch_id": batch.id}
+    args = {**job.args, "batch_id": batch.id}
+    if job.kind == JobKind.COMPENSATION and job.compensation_info is not None:
+        args["_compensation"] = job.compensation_info
+    return args
 
 
-def build_message(batch: Batch, job: Job, attempt: int) -> dict[str, Any]:
-    """The message a worker receives (see openapi/message.schema.json)."""
+def build_message(batch: Batch, job: Job) -> dict[str, Any]:
+    """The message a worker gets for a started attempt (openapi/message.schema.json)."""
     message: dict[str, Any] = {
         "job_id": job.id,
         "batch_id": batch.id,
-        "attempt": attempt,
+        "attempt": job.attempts,
+        "lease": job.lease,
+        "lease_expires_at": rfc3339(job.lease_expires_at),
         "name": job.name,
-        "kind": job.kind,
+        "kind": job.kind.value,
         "args": job_arguments(batch, job),
-        "context": dict(batch.context),
+        "context": batch.context,
         "position": job.position,
         "queue": job.queue,
         "timeout_s": job.timeout_s,
         "max_attempts": job.max_attempts,
     }
     if job.kind == JobKind.COMPENSATION and job.compensation_info is not None:
-        message["args"]["_compensation"] = job.compensation_info
         message["compensation"] = job.compensation_info
+    if batch.traceparent:
+        message["traceparent"] = batch.traceparent
     return message
 
 
 def backoff_delay(failed_attempts: int, base: float, cap: float) -> float:
     """Exponential backoff before the next attempt: base, 2·base, 4·base … capped."""
-    if base <= 0:
+    if base <= 0 or failed_attempts <= 0:
         return 0.0
-    return min(cap, base * (2 ** max(0, failed_attempts - 1)))
+    return min(cap, base * (2 ** (failed_attempts - 1)))
 
 
-def percentage(batch: Batch) -> float:
-    if batch.total == 0:
+def percentage(counts: Counts) -> float:
+    if counts.total == 0:
         return 100.0
-    return round(100.0 * batch.processed / batch.total, 2)
+    return round(100.0 * counts.processed / counts.total, 2)
 
 
-def progress_step(batch: Batch) -> int:
-    """The 10% step the batch has reached (0..10)."""
-    if batch.total == 0:
+def progress_step(counts: Counts) -> int:
+    """The 10% step the batch has reached (0..10); a progress event marks each new step."""
+    if counts.total == 0:
         return 10
-    return math.floor(10 * batch.processed / batch.total)
+    return math.floor(10 * counts.processed / counts.total)
 
 
-def final_status(batch: Batch) -> str | None:
+def final_status(batch: Batch) -> BatchStatus | None:
     """The status a batch ends with once nothing of it is open, else None."""
-    if batch.waiting > 0 or batch.in_flight > 0 or batch.comp_open > 0:
+    if batch.jobs.open > 0 or batch.comps.open > 0:
         return None
-    if batch.failed > 0 and batch.failure_policy == FailurePolicy.FAIL_FAST:
+    if batch.jobs.failed > 0 and batch.failure_policy == FailurePolicy.FAIL_FAST:
         return BatchStatus.FAILED
-    if batch.failed > 0:
+    if batch.jobs.failed > 0:
         return BatchStatus.COMPLETED_WITH_FAILURES
     return BatchStatus.COMPLETED
 
 
-def live_status(batch: Batch) -> str:
-    """Status of an unfinished batch: compensating while a saga is being undone."""
-    if batch.comp_open > 0 and (failing(batch) or (batch.waiting == 0 and batch.in_flight == 0)):
+def live_status(batch: Batch) -> BatchStatus:
+    """Status of an unfinished batch: compensating while only a saga's undoing is left."""
+    if batch.comps.open > 0 and (failing(batch) or batch.jobs.open == 0):
         return BatchStatus.COMPENSATING
     return BatchStatus.RUNNING
 
 
+def quiet(status: BatchStatus, has_error: bool, counts: Counts, delta: Counts) -> bool:
+    """True when moving the batch's own jobs by `delta` needs no batch-wide decision.
+
+    Such a change (a report of one of many jobs) may commit without the batch lock, as an
+    atomic increment guarded by this condition on the *current* counts; the stores check the
+    same condition in SQL (sql_statements.FAST_GUARD) and Lua (redis_scripts.FAST_GUARD).
+    Not quiet: the batch is not plainly running, nothing is open after it (the batch ends),
+    a slot frees while jobs wait (one must be dispatched), or a 10% step is crossed (an event).
+    """
+    after = Counts(**{k: v + delta.as_dict()[k] for k, v in counts.as_dict().items()})
+    return (
+        status == BatchStatus.RUNNING
+        and not has_error
+        and (counts.waiting == 0 or delta.in_flight >= 0)
+        and after.open > 0
+        and progress_step(counts) == progress_step(after)
+    )
+
+
 def progress(batch: Batch) -> dict[str, Any]:
+    """A batch's progress, from its counts (the progress endpoint and the progress events)."""
+    jobs, comps = batch.jobs, batch.comps
     return {
         "batch_id": batch.id,
-        "status": batch.status,
-        "type": batch.type,
-        "total": batch.total,
-        "completed": batch.completed,
-        "failed": batch.failed,
-        "cancelled": batch.cancelled,
-        "pending": batch.unfinished,
-        "in_flight": batch.in_flight,
-        "percentage": percentage(batch),
-        "compensations": {
-            "open": batch.comp_open,
-            "completed": batch.comp_completed,
-            "failed": batch.comp_failed,
-        },
-    }
+        "status": batch.status.value,
+        "type": batch.type.value,
+        "total": jobs.total,
+        **jobs.as_dict(),
+        "percentage": percentage(jobs),
+        "compensations": {"open": comps.open, "completed": comps.completed, "failed": comps.failed,
+                          "cancelled": comps.cancelled},
+    }  # fmt: skip

@@ -18,16 +18,16 @@ class Claims:
         self.orchestrator = orchestrator
         self.consumer = consumer
 
-    async def claim(self, queue: str, max_messages: int, wait_s: float, worker: str | None) -> list[dict[str, Any]]:
+    async def claim(self, tenant: str, queue: str, max_messages: int, wait_s: float, worker: str | None) -> list[dict[str, Any]]:
         deadline = time.monotonic() + wait_s
         while True:
             remaining = max(0.0, deadline - time.monotonic())
-            deliveries = await self.broker.fetch(queue, max_messages, remaining, self.consumer)
+            deliveries = await self.broker.fetch(tenant, queue, max_messages, remaining, self.consumer)
             started: list[dict[str, Any]] = []
             if deliveries:
                 # Stale or duplicate deliveries are refused by the store: dropped here.
                 started, _refused = await self.orchestrator.start_many(
-                    [(d.message["job_id"], int(d.message["attempt"])) for d in deliveries], worker
+                    tenant, [(d.message["job_id"], int(d.message["attempt"])) for d in deliveries], worker
                 )
             # Ack only after the attempts are recorded: a crash before this redelivers.
             await self.broker.ack(deliveries)

@@ -1,11 +1,16 @@
-"""Every state change batchq makes, each one atomic store operation.
+"""Every state change batchq makes, each one atomic store operation on one batch.
 
 The API routers and the background loops call these methods and nothing else that writes.
+`tenant` is the caller's tenant; None means every tenant (an admin, or a background loop).
 """
 from __future__ import annotations
 
+import asyncio
+import hmac
 import secrets
 import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +18,8 @@ from app.config import Settings
 from app.domain import rules
 from app.domain.definitions import JobSpec
 from app.domain.errors import Conflict, DomainError, Invalid, NotFound
-from app.domain.models import Attempt, AttemptStatus, Batch, BatchStatus, Job, JobKind, JobStatus
+from app.domain.models import Batch, Callbacks, Job, parse_job_id
+from app.domain.states import AttemptStatus, BatchStatus, BatchType, FailurePolicy, JobKind, JobStatus, move_batch, move_job
 from app.services.engine import Step, new_id
 from app.services.metrics import Metrics
 from app.store.base import Store, UnitOfWork
@@ -25,7 +31,7 @@ class Report:
 
     job_id: str
     attempt: int
-    lease: str | None
+    lease: str
     outcome: str  # "completed" | "failed"
     result: Any = None
     context: dict[str, Any] | None = None
@@ -33,8 +39,31 @@ class Report:
     retryable: bool = True
 
 
+Refusal = tuple[str, int, DomainError]  # job id, attempt, why
+
+
+def _owned(batch: Batch | None, tenant: str | None, batch_id: str) -> Batch:
+    """The batch, if it exists and the caller's tenant may see it (another tenant's is 404)."""
+    if batch is None or (tenant is not None and batch.tenant != tenant):
+        raise NotFound(f"batch {batch_id} not found")
+    return batch
+
+
+def _by_batch(items: Iterable[Any], job_id_of) -> tuple[dict[str, list[tuple[int, Any]]], list[Any]]:  # noqa: ANN001
+    """Group items by the batch their job id names; items naming no job come back apart."""
+    groups: dict[str, list[tuple[int, Any]]] = defaultdict(list)
+    unknown = []
+    for item in items:
+        key = parse_job_id(job_id_of(item))
+        if key is None:
+            unknown.append(item)
+        else:
+            groups[key[0]].append((key[1], item))
+    return groups, unknown
+
+
 class Orchestrator:
-    def __init__(self, store: Store, settings: Settings, clock=time.time):  # noqa: ANN001
+    def __init__(self, store: Store, settings: Settings, clock: Callable[[], float] = time.time):
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -43,362 +72,320 @@ class Orchestrator:
     def _step(self, uow: UnitOfWork) -> Step:
         return Step(uow=uow, settings=self.settings, now=self.clock())
 
-    @staticmethod
-    async def _locked_batch(uow: UnitOfWork, batch_id: str) -> Batch:
-        batch = await uow.lock_batch(batch_id)
-        if batch is None:
-            raise NotFound(f"batch {batch_id} not found")
-        return batch
+    # ---- reads ----------------------------------------------------------------------------
 
-    # ---- clients ----------------------------------------------------------------------
+    async def batch(self, tenant: str | None, batch_id: str) -> Batch:
+        return _owned(await self.store.get_batch(batch_id), tenant, batch_id)
+
+    async def job(self, tenant: str | None, batch_id: str, job_id: str) -> Job:
+        key = parse_job_id(job_id)
+        await self.batch(tenant, batch_id)
+        job = await self.store.get_job(batch_id, key[1]) if key is not None and key[0] == batch_id else None
+        if job is None:
+            raise NotFound(f"job {job_id} not found in batch {batch_id}")
+        return job
+
+    # ---- clients ----------------------------------------------------------------------------
 
     async def create_batch(
         self,
         *,
-        type_: str,
-        specs: list[JobSpec],
+        tenant: str,
+        type_: BatchType,
+        specs: Iterable[JobSpec],
         context: dict[str, Any],
         queue: str | None,
-        failure_policy: str | None,
+        failure_policy: FailurePolicy | None,
         max_concurrency: int | None,
-        callbacks: dict[str, Any],
+        callbacks: Callbacks,
         defaults: dict[str, Any],
+        traceparent: str | None = None,
+        batch_id: str | None = None,
     ) -> Batch:
         async def op(uow: UnitOfWork) -> Batch:
-            step = self._step(uow)
+            now = self.clock()
             batch = Batch(
-                id=new_id(),
+                id=batch_id or new_id(),
                 type=type_,
-                queue=step.resolve_queue(queue or "default", "queue"),
-                status=BatchStatus.RUNNING,
+                queue=queue or "default",
+                tenant=tenant,
                 context=context,
-                failure_policy=failure_policy or rules.default_failure_policy(type_),
+                failure_policy=failure_policy or FailurePolicy.FAIL_FAST,
                 max_concurrency=max_concurrency,
                 callbacks=callbacks,
-                created_at=step.now,
-                updated_at=step.now,
+                traceparent=traceparent,
+                created_at=now,
+                updated_at=now,
             )
-            jobs = step.new_jobs(batch, specs, defaults)
-            batch.total = batch.waiting = len(jobs)
-            await uow.add_batch(batch)
-            await uow.add_jobs(jobs)
-            await step.event(batch, "started", {"total": batch.total, "type": batch.type})
-            await step.fill(batch, candidates=jobs)
-            await step.settle(batch)
+            uow.create(batch)
+            step = Step(uow=uow, settings=self.settings, now=now)
+            step.resolve_queue(batch.queue, "queue")
+            await step.add_jobs(specs, defaults)
+            step.event("started", {"total": batch.jobs.total, "type": batch.type.value})
+            step.announced = rules.progress_step(batch.jobs)
+            step.settle()
             return batch
 
-        batch = await self.store.run(op)
-        self.metrics.inc("batchq_batches_created_total", type=batch.type)
+        batch = await self.store.run(None, op)
+        self.metrics.inc("batchq_batches_created_total", type=batch.type.value)
         return batch
 
-    async def add_jobs(self, batch_id: str, specs: list[JobSpec]) -> tuple[Batch, list[Job]]:
-        async def op(uow: UnitOfWork) -> tuple[Batch, list[Job]]:
+    async def add_jobs(self, tenant: str | None, batch_id: str, specs: Iterable[JobSpec], count: int) -> tuple[Batch, list[int]]:
+        async def op(uow: UnitOfWork) -> tuple[Batch, list[int]]:
+            batch = _owned(uow.batch, tenant, batch_id)
             step = self._step(uow)
-            batch = await self._locked_batch(uow, batch_id)
             if batch.finished:
                 raise Conflict(f"batch {batch_id} is {batch.status}; jobs can only be added to a running batch")
             if rules.failing(batch) or batch.status == BatchStatus.COMPENSATING:
                 raise Conflict(f"batch {batch_id} is failing ({batch.status}); no jobs can be added")
-            jobs = step.new_jobs(batch, specs, {})
-            batch.total += len(jobs)
-            batch.waiting += len(jobs)
-            await uow.add_jobs(jobs)
-            await step.event(batch, "jobs_added", {"job_ids": [j.id for j in jobs], "total": batch.total})
-            # A chain's added jobs sit after its tail; fill() dispatches in position order.
-            await step.fill(batch)
-            await step.progressed(batch)
-            await step.settle(batch)
-            return batch, jobs
+            if batch.jobs.total + count > self.settings.max_batch_jobs:
+                raise Invalid(
+                    f"a batch holds at most {self.settings.max_batch_jobs} jobs; it has {batch.jobs.total}", field="jobs"
+                )
+            positions = await step.add_jobs(specs, {})
+            step.event("jobs_added", {"count": len(positions), "first_position": positions[0], "total": batch.jobs.total})
+            step.progressed()
+            step.settle()
+            return batch, positions
 
-        return await self.store.run(op)
+        return await self.store.run(batch_id, op)
 
-    async def cancel(self, batch_id: str) -> Batch:
+    async def cancel(self, tenant: str | None, batch_id: str) -> Batch:
         async def op(uow: UnitOfWork) -> Batch:
+            batch = _owned(uow.batch, tenant, batch_id)
             step = self._step(uow)
-            batch = await self._locked_batch(uow, batch_id)
             if batch.finished:
                 raise Conflict(f"batch {batch_id} is already {batch.status}")
-            for kind in JobKind.ALL:
-                open_ = [JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING]
-                for job in await uow.jobs_by_status(batch.id, kind, open_):
-                    if job.status != JobStatus.PENDING:
-                        await step.cancel_attempt(job)
-                    job.status = JobStatus.CANCELLED
-                    job.cancel_reason = "cancelled"
-                    job.finished_at = step.now
-                    await uow.save_job(job)
-                    if kind == JobKind.JOB:
-                        batch.cancelled += 1
-            batch.waiting = batch.in_flight = batch.comp_open = 0
-            batch.status = BatchStatus.CANCELLED
-            batch.finished_at = step.now
-            await step.event(batch, "cancelled", step.batch_summary(batch))
-            await step.settle(batch)
+            open_ = (JobStatus.WAITING, JobStatus.QUEUED, JobStatus.RUNNING)
+            for kind in (JobKind.JOB, JobKind.COMPENSATION):
+                step.move_all(kind, open_, JobStatus.CANCELLED, ended=AttemptStatus.CANCELLED)
+            move_batch(batch, BatchStatus.CANCELLED, step.now)
+            step.event("cancelled", step.summary())
+            step.settle()
             return batch
 
-        return await self.store.run(op)
+        return await self.store.run(batch_id, op)
 
-    async def retry(self, batch_id: str, job_ids: list[str] | None) -> tuple[Batch, list[str]]:
+    async def retry(self, tenant: str | None, batch_id: str, job_ids: list[str] | None) -> tuple[Batch, int]:
         """Run failed jobs again (all of them, or the chosen ones) with a fresh attempt budget."""
 
-        async def op(uow: UnitOfWork) -> tuple[Batch, list[str]]:
+        async def op(uow: UnitOfWork) -> tuple[Batch, int]:
+            batch = _owned(uow.batch, tenant, batch_id)
             step = self._step(uow)
-            batch = await self._locked_batch(uow, batch_id)
             if batch.status == BatchStatus.CANCELLED:
                 raise Conflict(f"batch {batch_id} is cancelled; it cannot be retried")
             if batch.status == BatchStatus.COMPENSATING:
                 raise Conflict(f"batch {batch_id} is compensating; retry once it has ended")
             if job_ids is None:
-                chosen = await uow.jobs_by_status(batch.id, JobKind.JOB, [JobStatus.FAILED])
-                if not chosen:
+                if batch.jobs.failed == 0:
                     raise Conflict(f"batch {batch_id} has no failed jobs")
+                retried = step.move_all(JobKind.JOB, (JobStatus.FAILED,), JobStatus.WAITING, revive=True)
             else:
-                chosen, wrong = [], []
-                for job_id in dict.fromkeys(job_ids):
-                    job = await uow.get_job(job_id)
-                    ok = job is not None and job.batch_id == batch.id and job.kind == JobKind.JOB
-                    if ok and job.status == JobStatus.FAILED:
-                        chosen.append(job)
-                    else:
-                        wrong.append(job_id)
-                if wrong:
-                    raise Invalid(f"not failed jobs of batch {batch_id}: {', '.join(wrong)}", field="job_ids")
-            revived = list(chosen)
+                chosen = await self._failed_jobs(uow, batch, job_ids)
+                for job in chosen:
+                    move_job(batch, job, JobStatus.WAITING)
+                    job.attempt_base = job.attempts
+                    job.error = job.finished_at = job.available_at = None
+                    uow.save_job(job)
+                retried = len(chosen)
             if batch.error is not None:
                 # The failure that stopped a fail-fast batch is being retried: the jobs it
                 # cancelled run again too, so the batch can still complete.
-                revived += await self._cancelled_by_failure(uow, batch)
+                step.move_all(JobKind.JOB, (JobStatus.CANCELLED,), JobStatus.WAITING, revive=True)
                 batch.error = None
-            for job in revived:
-                if job.status == JobStatus.FAILED:
-                    batch.failed -= 1
-                else:
-                    batch.cancelled -= 1
-                job.status = JobStatus.PENDING
-                job.attempt_base = job.attempts
-                job.finished_at = None
-                job.cancel_reason = None
-                await uow.save_job(job)
-            batch.waiting += len(revived)
             if batch.finished:
-                batch.status = BatchStatus.RUNNING
-                batch.finished_at = None
-            await step.event(batch, "retried", {"job_ids": [j.id for j in chosen]})
-            await step.progressed(batch)
-            await step.fill(batch)
-            await step.settle(batch)
-            return batch, [j.id for j in chosen]
+                move_batch(batch, BatchStatus.RUNNING, step.now)
+            step.event("retried", {"count": retried, **({"job_ids": list(dict.fromkeys(job_ids))} if job_ids else {})})
+            step.progressed()
+            await step.fill()
+            step.settle()
+            return batch, retried
 
-        return await self.store.run(op)
-
-    @staticmethod
-    async def _cancelled_by_failure(uow: UnitOfWork, batch: Batch) -> list[Job]:
-        cancelled = await uow.jobs_by_status(batch.id, JobKind.JOB, [JobStatus.CANCELLED])
-        return [j for j in cancelled if j.cancel_reason == "fail_fast"]
-
-    # ---- workers ----------------------------------------------------------------------
+        return await self.store.run(batch_id, op)
 
     @staticmethod
-    async def _lock_owners(uow: UnitOfWork, job_ids: list[str]) -> tuple[dict[str, Batch], dict[str, Job]]:
-        """Lock the batches of these jobs, then read the jobs (so the reads are current)."""
-        job_ids = list(dict.fromkeys(job_ids))
-        batches: dict[str, Batch] = {}
-        if len(job_ids) == 1:
-            batch = await uow.lock_batch_of_job(job_ids[0])
-            if batch is not None:
-                batches[batch.id] = batch
-        else:
-            owners = await uow.get_jobs(job_ids)
-            # Always in id order, so that two multi-batch operations cannot deadlock.
-            for batch_id in sorted({job.batch_id for job in owners.values()}):
-                locked = await uow.lock_batch(batch_id)
-                if locked is not None:
-                    batches[batch_id] = locked
-        return batches, await uow.get_jobs(job_ids)
+    async def _failed_jobs(uow: UnitOfWork, batch: Batch, job_ids: list[str]) -> list[Job]:
+        keys = {job_id: parse_job_id(job_id) for job_id in dict.fromkeys(job_ids)}
+        jobs = await uow.get_jobs(k[1] for k in keys.values() if k is not None and k[0] == batch.id)
+        chosen, wrong = [], []
+        for job_id, key in keys.items():
+            job = jobs.get(key[1]) if key is not None and key[0] == batch.id else None
+            if job is not None and job.kind == JobKind.JOB and job.status == JobStatus.FAILED:
+                chosen.append(job)
+            else:
+                wrong.append(job_id)
+        if wrong:
+            raise Invalid(f"not failed jobs of batch {batch.id}: {', '.join(wrong)}", field="job_ids")
+        return chosen
 
-    @staticmethod
-    async def _job_and_batch(uow: UnitOfWork, job_id: str) -> tuple[Job, Batch]:
-        batches, jobs = await Orchestrator._lock_owners(uow, [job_id])
-        job = jobs.get(job_id)
-        batch = batches.get(job.batch_id) if job is not None else None
-        if batch is None or job is None:
-            raise NotFound(f"job {job_id} not found")
-        return job, batch
+    # ---- workers ---------------------------------------------------------------------------
 
-    async def start(self, job_id: str, attempt_no: int, worker: str | None = None) -> dict[str, Any]:
+    async def start(self, tenant: str | None, job_id: str, attempt: int, worker: str | None = None) -> dict[str, Any]:
         """A worker takes a delivered attempt: it becomes running under a fresh lease."""
-        started, refused = await self.start_many([(job_id, attempt_no)], worker)
+        started, refused = await self.start_many(tenant, [(job_id, attempt)], worker)
         if refused:
             raise refused[0][2]
         return started[0]
 
     async def start_many(
-        self, deliveries: list[tuple[str, int]], worker: str | None = None
-    ) -> tuple[list[dict[str, Any]], list[tuple[str, int, DomainError]]]:
-        """Start several delivered attempts in one operation (one claim of a worker).
+        self, tenant: str | None, deliveries: list[tuple[str, int]], worker: str | None = None
+    ) -> tuple[list[dict[str, Any]], list[Refusal]]:
+        """Start delivered attempts (one operation per batch). Stale, duplicate or cancelled
+        deliveries are refused, never run; the started messages keep the delivery order."""
+        groups, unknown = _by_batch(deliveries, lambda d: d[0])
+        refused: list[Refusal] = [(j, a, NotFound(f"job {j} not found")) for j, a in unknown]
 
-        Returns the started messages (in delivery order) and, for each of the others,
-        (job_id, attempt, why): stale, duplicate or cancelled deliveries are refused, never run.
-        """
+        async def start_in(batch_id: str, items: list[tuple[int, tuple[str, int]]]) -> tuple[list[dict], list[Refusal]]:
+            async def op(uow: UnitOfWork) -> tuple[list[dict[str, Any]], list[Refusal]]:
+                out: list[dict[str, Any]] = []
+                no: list[Refusal] = []
+                if uow.batch is None or (tenant is not None and uow.batch.tenant != tenant):
+                    return out, [(j, a, NotFound(f"job {j} not found")) for _, (j, a) in items]
+                step = self._step(uow)
+                jobs = await uow.get_jobs(p for p, _ in items)
+                for position, (job_id, attempt) in items:
+                    job = jobs.get(position)
+                    if job is None:
+                        no.append((job_id, attempt, NotFound(f"job {job_id} not found")))
+                    elif job.status != JobStatus.QUEUED or job.attempts != attempt:
+                        state = job.status if job.attempts == attempt else f"superseded by attempt {job.attempts}"
+                        no.append((job_id, attempt, Conflict(f"attempt {attempt} of job {job_id} is {state}; it cannot start")))
+                    else:
+                        move_job(uow.batch, job, JobStatus.RUNNING)
+                        job.lease = secrets.token_hex(16)
+                        job.lease_expires_at = step.now + job.timeout_s
+                        job.started_at = step.now
+                        job.worker = worker
+                        uow.save_job(job)
+                        out.append(rules.build_message(uow.batch, job))
+                return out, no
 
-        async def op(uow: UnitOfWork) -> tuple[list[dict[str, Any]], list[tuple[str, int, DomainError]]]:
-            step = self._step(uow)
-            refused: list[tuple[str, int, DomainError]] = []
-            batches, jobs = await self._lock_owners(uow, [job_id for job_id, _ in deliveries])
-            attempts = await uow.get_attempts(list(dict.fromkeys(deliveries)))
-            started: list[dict[str, Any]] = []
-            for job_id, attempt_no in deliveries:
-                job = jobs.get(job_id)
-                batch = batches.get(job.batch_id) if job is not None else None
-                if job is None or batch is None:
-                    refused.append((job_id, attempt_no, NotFound(f"job {job_id} not found")))
-                    continue
-                attempt = attempts.get((job_id, attempt_no))
-                if attempt is None:
-                    refused.append((job_id, attempt_no, Conflict(f"job {job_id} has no attempt {attempt_no}")))
-                    continue
-                if (
-                    attempt.status != AttemptStatus.QUEUED
-                    or job.status != JobStatus.QUEUED
-                    or job.attempts != attempt_no
-                ):
-                    why = Conflict(f"attempt {attempt_no} of job {job_id} is {attempt.status}; it cannot start")
-                    refused.append((job_id, attempt_no, why))
-                    continue
-                attempt.status = AttemptStatus.RUNNING
-                attempt.lease = secrets.token_hex(16)
-                attempt.lease_expires_at = step.now + job.timeout_s
-                attempt.started_at = step.now
-                attempt.worker = worker
-                job.status = JobStatus.RUNNING
-                job.started_at = step.now
-                await uow.save_attempt(attempt)
-                await uow.save_job(job)
-                message = rules.build_message(batch, job, attempt_no)
-                message["lease"] = attempt.lease
-                message["lease_expires_at"] = attempt.lease_expires_at
-                started.append(message)
-            for batch in batches.values():
-                batch.updated_at = step.now
-                await uow.save_batch(batch)
-            return started, refused
+            return await self.store.run(batch_id, op, optimistic=True)
 
-        started, refused = await self.store.run(op)
+        results = await asyncio.gather(*(start_in(b, items) for b, items in groups.items()))
+        started_by_id = {m["job_id"]: m for started, _ in results for m in started}
+        for _, no in results:
+            refused += no
+        order = {d: i for i, d in enumerate(deliveries)}
+        refused.sort(key=lambda r: order.get((r[0], r[1]), 0))
+        started = [started_by_id[j] for j, _ in deliveries if j in started_by_id]
         self.metrics.inc("batchq_messages_delivered_total", len(started))
         return started, refused
 
-    @staticmethod
-    def _check_lease(attempt, lease: str | None) -> None:  # noqa: ANN001
-        if lease is not None and attempt.lease is not None and lease != attempt.lease:
-            raise Conflict(f"lease does not match attempt {attempt.attempt} of job {attempt.job_id}")
+    async def heartbeat(self, tenant: str | None, job_id: str, attempt: int, lease: str) -> dict[str, Any]:
+        key = parse_job_id(job_id)
+        if key is None:
+            raise NotFound(f"job {job_id} not found")
 
-    async def heartbeat(self, job_id: str, attempt_no: int, lease: str | None) -> dict[str, Any]:
         async def op(uow: UnitOfWork) -> dict[str, Any]:
-            step = self._step(uow)
-            job, batch = await self._job_and_batch(uow, job_id)
-            attempt = await uow.get_attempt(job_id, attempt_no)
-            if attempt is None or attempt.status != AttemptStatus.RUNNING:
-                state = attempt.status if attempt else "unknown"
-                raise Conflict(f"attempt {attempt_no} of job {job_id} is {state}; stop working on it")
-            self._check_lease(attempt, lease)
-            attempt.lease_expires_at = step.now + job.timeout_s
-            await uow.save_attempt(attempt)
-            batch.updated_at = step.now
-            await uow.save_batch(batch)
-            return {"job_id": job_id, "attempt": attempt_no, "lease_expires_at": attempt.lease_expires_at}
+            job = await self._job_of(uow, tenant, key[1], job_id)
+            if job.status != JobStatus.RUNNING or job.attempts != attempt:
+                state = job.status if job.attempts == attempt else f"superseded by attempt {job.attempts}"
+                raise Conflict(f"attempt {attempt} of job {job_id} is {state}; stop working on it")
+            _check_lease(job, lease)
+            job.lease_expires_at = self.clock() + job.timeout_s
+            uow.save_job(job)
+            return {"job_id": job_id, "attempt": attempt, "lease_expires_at": rules.rfc3339(job.lease_expires_at)}
 
-        return await self.store.run(op)
+        return await self.store.run(key[0], op, optimistic=True)
 
-    async def complete(
-        self, job_id: str, attempt_no: int, lease: str | None, result: Any, context: dict | None
-    ) -> dict[str, Any]:
-        return await self._report_one(Report(job_id, attempt_no, lease, "completed", result=result, context=context))
+    @staticmethod
+    async def _job_of(uow: UnitOfWork, tenant: str | None, position: int, job_id: str) -> Job:
+        if uow.batch is None or (tenant is not None and uow.batch.tenant != tenant):
+            raise NotFound(f"job {job_id} not found")
+        job = (await uow.get_jobs([position])).get(position)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return job
 
-    async def fail(self, job_id: str, attempt_no: int, lease: str | None, error: str, retryable: bool) -> dict[str, Any]:
-        return await self._report_one(Report(job_id, attempt_no, lease, "failed", error=error, retryable=retryable))
-
-    async def _report_one(self, report: Report) -> dict[str, Any]:
-        (outcome,) = await self.report_many([report])
+    async def report(self, tenant: str | None, report: Report) -> dict[str, Any]:
+        (outcome,) = await self.report_many(tenant, [report])
         if isinstance(outcome, DomainError):
             raise outcome
         return outcome
 
-    async def report_many(self, reports: list[Report]) -> list[dict[str, Any] | DomainError]:
-        """Apply workers' reports in one operation, each with its own outcome.
+    async def report_many(self, tenant: str | None, reports: list[Report]) -> list[dict[str, Any] | DomainError]:
+        """Apply workers' reports, one operation per batch, each report with its own outcome.
 
         A refused report (unknown job, stale attempt, wrong lease) does not stop the others.
         """
+        groups, unknown = _by_batch(enumerate(reports), lambda ir: ir[1].job_id)
+        outcomes: dict[int, dict[str, Any] | DomainError] = {i: NotFound(f"job {r.job_id} not found") for i, r in unknown}
 
-        async def op(uow: UnitOfWork) -> list[dict[str, Any] | DomainError]:
-            step = self._step(uow)
-            batches, jobs = await self._lock_owners(uow, [r.job_id for r in reports])
-            attempts = await uow.get_attempts(list(dict.fromkeys((r.job_id, r.attempt) for r in reports)))
-            outcomes: list[dict[str, Any] | DomainError] = []
-            for report in reports:
-                job = jobs.get(report.job_id)
-                batch = batches.get(job.batch_id) if job is not None else None
-                if job is None or batch is None:
-                    outcomes.append(NotFound(f"job {report.job_id} not found"))
-                    continue
-                try:
-                    outcome = await self._apply(step, batch, job, attempts.get((report.job_id, report.attempt)), report)
-                except Conflict as refused:
-                    outcomes.append(refused)
-                else:
-                    outcomes.append(outcome)
-            return outcomes
+        async def apply_in(batch_id: str, items: list[tuple[int, tuple[int, Report]]]) -> dict[int, Any]:
+            async def op(uow: UnitOfWork) -> dict[int, Any]:
+                out: dict[int, Any] = {}
+                if uow.batch is None or (tenant is not None and uow.batch.tenant != tenant):
+                    return {i: NotFound(f"job {r.job_id} not found") for _, (i, r) in items}
+                step = self._step(uow)
+                jobs = await uow.get_jobs(p for p, _ in items)
+                for position, (i, report) in items:
+                    job = jobs.get(position)
+                    if job is None:
+                        out[i] = NotFound(f"job {report.job_id} not found")
+                        continue
+                    try:
+                        out[i] = await self._apply(step, job, report)
+                    except Conflict as refused:
+                        out[i] = refused
+                return out
 
-        outcomes = await self.store.run(op)
-        for report, outcome in zip(reports, outcomes):
+            return await self.store.run(batch_id, op, optimistic=True)
+
+        for result in await asyncio.gather(*(apply_in(b, items) for b, items in groups.items())):
+            outcomes.update(result)
+        ordered = [outcomes[i] for i in range(len(reports))]
+        for report, outcome in zip(reports, ordered):
             if isinstance(outcome, DomainError):
                 self.metrics.inc("batchq_reports_total", outcome=report.outcome, result="refused")
             else:
                 result = "duplicate" if outcome["duplicate"] else outcome["status"]
                 self.metrics.inc("batchq_reports_total", outcome=report.outcome, result=result)
-        return outcomes
+        return ordered
 
-    async def _apply(self, step: Step, batch: Batch, job: Job, attempt: Attempt | None, report: Report) -> dict[str, Any]:
-        if attempt is None:
-            raise Conflict(f"job {job.id} has no attempt {report.attempt}")
-        done = AttemptStatus.COMPLETED if report.outcome == "completed" else AttemptStatus.FAILED
-        if attempt.status == done:  # the same report again: nothing more to do
-            return {"job_id": job.id, "status": job.status, "attempts": job.attempts, "duplicate": True}
-        if attempt.status not in AttemptStatus.ACTIVE:
-            raise Conflict(f"attempt {report.attempt} of job {job.id} is {attempt.status}; its report is refused")
-        self._check_lease(attempt, report.lease)
-        attempt.status = done
-        attempt.finished_at = step.now
-        if report.outcome == "completed":
-            await step.uow.save_attempt(attempt)
-            await step.job_completed(batch, job, report.result, report.context)
-        else:
-            attempt.error = report.error
-            await step.uow.save_attempt(attempt)
-            await step.attempt_failed(batch, job, attempt, report.error or "failed", report.retryable)
-        return {"job_id": job.id, "status": job.status, "attempts": job.attempts, "duplicate": False}
+    async def _apply(self, step: Step, job: Job, report: Report) -> dict[str, Any]:
+        done = JobStatus.COMPLETED if report.outcome == "completed" else JobStatus.FAILED
+        if job.attempts == report.attempt and job.status == JobStatus.RUNNING:
+            _check_lease(job, report.lease)
+            if report.outcome == "completed":
+                await step.job_completed(job, report.result, report.context)
+            else:
+                await step.attempt_failed(job, report.error or "failed", report.retryable, AttemptStatus.FAILED)
+            return {"job_id": job.id, "status": job.status.value, "attempts": job.attempts, "duplicate": False}
+        # Not the live attempt: a repeat of a report already applied is a no-op, the rest is refused.
+        if job.attempts == report.attempt and job.status == done:
+            return {"job_id": job.id, "status": job.status.value, "attempts": job.attempts, "duplicate": True}
+        if 0 < report.attempt < job.attempts:
+            record = await step.uow.attempt_record(job.position, report.attempt)
+            if record is not None and record.status.value == done.value:
+                return {"job_id": job.id, "status": job.status.value, "attempts": job.attempts, "duplicate": True}
+            state = record.status.value if record is not None else f"superseded by attempt {job.attempts}"
+            raise Conflict(f"attempt {report.attempt} of job {job.id} is {state}; its report is refused")
+        state = job.status.value if job.attempts == report.attempt else "unknown"
+        raise Conflict(f"attempt {report.attempt} of job {job.id} is {state}; its report is refused")
 
-    async def expire(self, job_id: str, attempt_no: int) -> bool:
-        """The lease of a running attempt ran out: count it as a failed attempt."""
+    async def expire(self, batch_id: str, positions: list[int]) -> int:
+        """Running attempts whose lease ran out count as failed attempts (and are retried)."""
 
-        async def op(uow: UnitOfWork) -> bool:
+        async def op(uow: UnitOfWork) -> int:
+            if uow.batch is None:
+                return 0
             step = self._step(uow)
-            job, batch = await self._job_and_batch(uow, job_id)
-            attempt = await uow.get_attempt(job_id, attempt_no)
-            if attempt is None or attempt.status != AttemptStatus.RUNNING:
-                return False
-            if attempt.lease_expires_at is None or attempt.lease_expires_at >= step.now:
-                return False  # a heartbeat arrived in the meantime
-            error = f"lease expired after {job.timeout_s:g}s without a report (worker died or hung)"
-            attempt.status = AttemptStatus.EXPIRED
-            attempt.error = error
-            attempt.finished_at = step.now
-            await uow.save_attempt(attempt)
-            await step.attempt_failed(batch, job, attempt, error, retryable=True)
-            return True
+            expired = 0
+            for job in (await uow.get_jobs(positions)).values():
+                if job.status != JobStatus.RUNNING or job.lease_expires_at is None or job.lease_expires_at >= step.now:
+                    continue  # reported, or a heartbeat arrived in the meantime
+                error = f"lease expired after {job.timeout_s:g}s without a report (worker died or hung)"
+                await step.attempt_failed(job, error, retryable=True, ended=AttemptStatus.EXPIRED)
+                expired += 1
+            return expired
 
-        try:
-            expired = await self.store.run(op)
-        except NotFound:
-            return False
-        self.metrics.inc("batchq_leases_expired_total", int(expired))
+        expired = await self.store.run(batch_id, op, optimistic=True)
+        self.metrics.inc("batchq_leases_expired_total", expired)
         return expired
+
+
+def _check_lease(job: Job, lease: str) -> None:
+    """A report or heartbeat must carry the live attempt's lease (compared in constant time)."""
+    if job.lease is None or not hmac.compare_digest(lease.encode(), job.lease.encode()):
+        raise Conflict(f"lease does not match attempt {job.attempts} of job {job.id}")

@@ -1,4 +1,4 @@
-"""Run the Alembic migrations in app/migrations/ on an async engine (used by `batchq migrate`
+"""Run the Alembic migrations (migrations/) on an async engine (used by `batchq migrate`
 and, for the embedded default, on start-up)."""
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-# Inside the package, so an installed batchq (pip install ., Docker) finds its migrations.
-MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+# migrations/ at the top of a source checkout; an installed batchq carries it as app/migrations.
+_APP = Path(__file__).resolve().parents[1]
+MIGRATIONS = next(p for p in (_APP / "migrations", _APP.parent / "migrations") if (p / "env.py").exists())
 
 
 def alembic_config(connection=None) -> Config:  # noqa: ANN001

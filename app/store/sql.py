@@ -1,270 +1,110 @@
 """SQL store (SQLAlchemy Core, async): PostgreSQL via asyncpg, SQLite via aiosqlite.
 
-Every operation is one transaction that starts by locking its batch row
-(`SELECT … FOR UPDATE` on PostgreSQL; SQLite transactions are `BEGIN IMMEDIATE`,
-so writers are serialised anyway). Writes are buffered and flushed in bulk before the
-next read and at commit, so creating a batch of 10,000 jobs is a handful of statements.
+An operation is one transaction (see app.store.base for the lock discipline). On
+PostgreSQL a LOCKED operation starts with `SELECT … FOR UPDATE` of its batch; an
+OPTIMISTIC one reads the batch plainly, locks only the jobs it reads, and writes the batch
+last, so the batch row is held for one statement and the commit. SQLite transactions that
+write begin IMMEDIATE, so its writers are serialised anyway.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from functools import lru_cache
-
-from sqlalchemy import bindparam, delete, event, func, select, text, tuple_, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import delete, event, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from app.domain.models import (
-    ATTEMPT_FIELDS,
-    BATCH_FIELDS,
-    JOB_FIELDS,
-    WEBHOOK_FIELDS,
-    Attempt,
-    Batch,
-    BatchStatus,
-    Event,
-    Job,
-    JobStatus,
-    Webhook,
-)
+from app.domain.models import Attempt, Batch, Event, Job, Message, Webhook
+from app.domain.states import AttemptStatus, JobKind, JobStatus
 from app.store import sql_schema as t
-from app.store.base import BufferingUnitOfWork, Store, UnitOfWork
+from app.store import sql_statements as q
+from app.store.base import BulkMove, ChangeSet, Commit, Mode, Operation, Store, StoreBusy, UnitOfWork, finished_statuses
+from app.store.capabilities import Idempotency, IdempotencyRecord
+from app.domain.models import WEBHOOK_FIELDS
+from app.store.records import batch_from, batch_row, job_from, job_row
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+LOCKED_TRIES = 8
+CHUNK = 5000  # rows per INSERT executemany
 
 
-def _batch(row: Any) -> Batch:
-    return Batch(**{f: row._mapping[f] for f in BATCH_FIELDS})
-
-
-def _job(row: Any) -> Job:
-    return Job(**{f: row._mapping[f] for f in JOB_FIELDS})
-
-
-def _attempt(row: Any) -> Attempt:
-    return Attempt(**{f: row._mapping[f] for f in ATTEMPT_FIELDS})
+def _dumps(value: Any) -> str:
+    # Values are checked at the API (no NaN / Infinity); refuse rather than write bad JSON.
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def _webhook(row: Any) -> Webhook:
     return Webhook(**{f: row._mapping[f] for f in WEBHOOK_FIELDS})
 
 
-def _values(obj: Any, names: list[str]) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in names}
+def _attempt(row: Any) -> Attempt:
+    m = row._mapping
+    values = {k: m[k] for k in ("batch_id", "position", "attempt", "worker", "error", "queued_at", "started_at", "finished_at")}
+    return Attempt(**values, status=AttemptStatus(m["status"]))
 
 
-@lru_cache(maxsize=None)
-def _update_stmt(table, key_cols: tuple[str, ...], names: tuple[str, ...]):
-    """UPDATE … WHERE key = :_key, for executemany (built once per table)."""
-    stmt = update(table)
-    for key in key_cols:
-        stmt = stmt.where(table.c[key] == bindparam(f"_{key}"))
-    return stmt.values({n: bindparam(n) for n in names if n not in key_cols})
+class _Rollback(Exception):
+    """An optimistic commit found its batch moved: undo everything, run again LOCKED."""
 
 
-def _rows_for_update(objs: Iterable[Any], key_cols: list[str], names: list[str]) -> list[dict[str, Any]]:
-    rows = []
-    for obj in objs:
-        row = {n: getattr(obj, n) for n in names if n not in key_cols}
-        row.update({f"_{k}": getattr(obj, k) for k in key_cols})
-        rows.append(row)
-    return rows
-
-
-class SqlUnitOfWork(BufferingUnitOfWork):
-    def __init__(self, conn: AsyncConnection):
-        super().__init__()
-        self.conn = conn
-        self.postgres = conn.dialect.name == "postgresql"
-        self._jobs: dict[str, Job] = {}  # identity map
-        self._attempts: dict[tuple[str, int], Attempt] = {}
-        self._new_jobs: dict[str, Job] = {}
-        self._new_attempts: dict[tuple[str, int], Attempt] = {}
-        self._dirty_jobs: dict[str, Job] = {}
-        self._dirty_attempts: dict[tuple[str, int], Attempt] = {}
-        self._new_batches: list[Batch] = []
-        self._dirty_batches: dict[str, Batch] = {}
-        self.queues_touched: set[str] = set()
-
-    async def flush(self) -> None:
-        c = self.conn
-        if self._new_batches:
-            await c.execute(t.batches.insert(), [_values(b, BATCH_FIELDS) for b in self._new_batches])
-            self._new_batches.clear()
-        if self._dirty_batches:
-            await c.execute(
-                _update_stmt(t.batches, ("id",), tuple(BATCH_FIELDS)),
-                _rows_for_update(self._dirty_batches.values(), ["id"], BATCH_FIELDS),
-            )
-            self._dirty_batches.clear()
-        if self._new_jobs:
-            await c.execute(t.jobs.insert(), [_values(j, JOB_FIELDS) for j in self._new_jobs.values()])
-            self._new_jobs.clear()
-        if self._dirty_jobs:
-            await c.execute(
-                _update_stmt(t.jobs, ("id",), tuple(JOB_FIELDS)), _rows_for_update(self._dirty_jobs.values(), ["id"], JOB_FIELDS)
-            )
-            self._dirty_jobs.clear()
-        if self._new_attempts:
-            await c.execute(t.attempts.insert(), [_values(a, ATTEMPT_FIELDS) for a in self._new_attempts.values()])
-            self._new_attempts.clear()
-        if self._dirty_attempts:
-            await c.execute(
-                _update_stmt(t.attempts, ("job_id", "attempt"), tuple(ATTEMPT_FIELDS)),
-                _rows_for_update(self._dirty_attempts.values(), ["job_id", "attempt"], ATTEMPT_FIELDS),
-            )
-            self._dirty_attempts.clear()
-        if self._messages:
-            await c.execute(
-                t.messages.insert(),
-                [
-                    {"queue": m.queue, "job_id": m.job_id, "attempt": m.attempt, "payload": m.payload,
-                     "available_at": m.available_at, "deliveries": 0}
-                    for m in self._messages
-                ],
-            )
-            self.queues_touched.update(m.queue for m in self._messages)
-            self._messages.clear()
-        if self._events:
-            await c.execute(
-                t.events.insert(),
-                [{"batch_id": e.batch_id, "type": e.type, "data": e.data, "created_at": e.created_at} for e in self._events],
-            )
-            self._events.clear()
-        if self._webhooks:
-            await c.execute(t.webhooks.insert(), [_values(w, WEBHOOK_FIELDS) for w in self._webhooks])
-            self._webhooks.clear()
-
-    async def lock_batch(self, batch_id: str) -> Batch | None:
-        return await self._lock(t.batches.c.id == batch_id)
-
-    async def lock_batch_of_job(self, job_id: str) -> Batch | None:
-        owner = select(t.jobs.c.batch_id).where(t.jobs.c.id == job_id).scalar_subquery()
-        return await self._lock(t.batches.c.id == owner)
-
-    async def _lock(self, condition) -> Batch | None:  # noqa: ANN001
-        await self.flush()
-        stmt = select(t.batches).where(condition)
-        if self.postgres:
-            stmt = stmt.with_for_update()
-        row = (await self.conn.execute(stmt)).first()
-        if row is None:
-            return None
-        self._evict(row.id)
-        return _batch(row)
-
-    def _evict(self, batch_id: str) -> None:
-        """Forget records of the batch read before its lock: they may predate the last change.
-
-        (Flushed just before, so nothing of this operation's own is lost.)
-        """
-        for job_id in [j for j, job in self._jobs.items() if job.batch_id == batch_id]:
-            del self._jobs[job_id]
-        for key in [k for k, a in self._attempts.items() if a.batch_id == batch_id]:
-            del self._attempts[key]
-
-    async def get_jobs(self, job_ids: list[str]) -> dict[str, Job]:
-        missing = [i for i in job_ids if i not in self._jobs]
-        if missing:
-            await self.flush()
-            for row in await self.conn.execute(select(t.jobs).where(t.jobs.c.id.in_(missing))):
-                self._jobs[row.id] = _job(row)
-        return {i: self._jobs[i] for i in job_ids if i in self._jobs}
-
-    async def get_attempts(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], Attempt]:
-        missing = [k for k in keys if k not in self._attempts]
-        if missing:
-            await self.flush()
-            stmt = select(t.attempts).where(
-                tuple_(t.attempts.c.job_id, t.attempts.c.attempt).in_(missing)
-            )
-            for row in await self.conn.execute(stmt):
-                self._attempts[(row.job_id, row.attempt)] = _attempt(row)
-        return {k: self._attempts[k] for k in keys if k in self._attempts}
-
-    async def get_job(self, job_id: str) -> Job | None:
-        if job_id in self._jobs:
-            return self._jobs[job_id]
-        await self.flush()
-        row = (await self.conn.execute(select(t.jobs).where(t.jobs.c.id == job_id))).first()
-        if row is None:
-            return None
-        job = self._jobs[job_id] = _job(row)
-        return job
-
-    async def get_attempt(self, job_id: str, attempt: int) -> Attempt | None:
-        key = (job_id, attempt)
-        if key in self._attempts:
-            return self._attempts[key]
-        await self.flush()
-        row = (
-            await self.conn.execute(
-                select(t.attempts).where(t.attempts.c.job_id == job_id, t.attempts.c.attempt == attempt)
-            )
-        ).first()
-        if row is None:
-            return None
-        found = self._attempts[key] = _attempt(row)
-        return found
-
-    async def jobs_by_status(
-        self, batch_id: str, kind: str, statuses: Iterable[str], limit: int | None = None
-    ) -> list[Job]:
-        await self.flush()
-        stmt = (
-            select(t.jobs)
-            .where(t.jobs.c.batch_id == batch_id, t.jobs.c.kind == kind, t.jobs.c.status.in_(list(statuses)))
-            .order_by(t.jobs.c.position)
+def _transient(exc: DBAPIError) -> bool:
+    """Errors after which the same transaction would succeed if run again."""
+    text_ = str(exc.orig if exc.orig is not None else exc).lower()
+    return exc.connection_invalidated or any(
+        s in text_
+        for s in (
+            "deadlock", "could not serialize", "serialization", "database is locked", "lock timeout",
+            "locknotavailable", "connection was closed", "connection is closed", "terminating connection",
+            "cannot perform operation: another operation is in progress", "connectiondoesnotexist",
         )
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        found = []
-        for row in await self.conn.execute(stmt):
-            job = self._jobs.get(row.id)
-            if job is None:
-                job = self._jobs[row.id] = _job(row)
-            found.append(job)
-        return found
-
-    async def add_batch(self, batch: Batch) -> None:
-        self._new_batches.append(batch)
-
-    async def add_jobs(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            self._jobs[job.id] = self._new_jobs[job.id] = job
-
-    async def add_attempt(self, attempt: Attempt) -> None:
-        key = (attempt.job_id, attempt.attempt)
-        self._attempts[key] = self._new_attempts[key] = attempt
-
-    async def save_batch(self, batch: Batch) -> None:
-        if batch not in self._new_batches:
-            self._dirty_batches[batch.id] = batch
-
-    async def save_job(self, job: Job) -> None:
-        if job.id not in self._new_jobs:
-            self._dirty_jobs[job.id] = job
-
-    async def save_attempt(self, attempt: Attempt) -> None:
-        key = (attempt.job_id, attempt.attempt)
-        if key not in self._new_attempts:
-            self._dirty_attempts[key] = attempt
+    )  # fmt: skip
 
 
-def _is_retryable(exc: DBAPIError) -> bool:
-    text_ = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
-    return any(s in text_ for s in ("deadlock", "could not serialize", "database is locked", "serialization"))
+class SqlUnitOfWork(UnitOfWork):
+    def __init__(self, conn: AsyncConnection, mode: Mode, postgres: bool):
+        super().__init__(mode)
+        self.conn = conn
+        self.postgres = postgres
+
+    async def _read_batch(self, batch_id: str) -> Batch | None:
+        lock = self.postgres and self.mode == Mode.LOCKED
+        row = (await self.conn.execute(q.select_batch(batch_id, lock))).first()
+        return batch_from(row._mapping) if row is not None else None
+
+    async def _read_jobs(self, positions: list[int]) -> list[Job]:
+        assert self.batch is not None
+        rows = await self.conn.execute(q.select_jobs(self.batch.id, positions, lock=self.postgres))
+        return [job_from(r._mapping) for r in rows]
+
+    async def _read_positions(self, kind: JobKind, statuses: list[JobStatus], limit: int | None) -> list[int]:
+        assert self.batch is not None
+        return list((await self.conn.execute(q.select_positions(self.batch.id, kind, statuses, limit))).scalars())
+
+    async def _read_attempt(self, position: int, attempt: int) -> Attempt | None:
+        assert self.batch is not None
+        a = t.attempts.c
+        stmt = select(t.attempts).where(a.batch_id == self.batch.id, a.position == position, a.attempt == attempt)
+        row = (await self.conn.execute(stmt)).first()
+        return _attempt(row) if row is not None else None
+
+    async def _spill(self, jobs: list[Job]) -> None:
+        await _insert_jobs(self.conn, jobs)
+
+
+async def _insert_jobs(conn: AsyncConnection, jobs: list[Job]) -> None:
+    for start in range(0, len(jobs), CHUNK):
+        await conn.execute(t.jobs.insert(), [job_row(j) for j in jobs[start : start + CHUNK]])
 
 
 def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, json_serializer=_dumps)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_connect(dbapi_conn, _record):  # noqa: ANN001
@@ -285,11 +125,13 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> AsyncE
 
         return engine
     # No pre-ping (it costs a round trip per transaction): a connection found dead is
-    # invalidated and SqlStore.run retries the operation on a fresh one.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
+    # invalidated and the operation runs again on a fresh one.
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800, json_serializer=_dumps
+    )
 
 
-class SqlStore(Store):
+class SqlStore(Store, Idempotency):
     def __init__(self, url: str, auto_migrate: bool = True, pool_size: int = 10, max_overflow: int = 20):
         self.url = url
         self.engine = make_engine(url, pool_size, max_overflow)
@@ -299,6 +141,8 @@ class SqlStore(Store):
         self.postgres = url.startswith("postgresql")
         # Called with the queue names a committed operation enqueued to (wakes long-polls).
         self.on_enqueue: Callable[[set[str]], None] | None = None
+        self.idempotency = self
+        self.outbox = self.message_table = self.retention = self
 
     async def init(self) -> None:
         if self.auto_migrate:
@@ -309,143 +153,149 @@ class SqlStore(Store):
     async def close(self) -> None:
         await self.engine.dispose()
 
-    async def run(self, operation: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-        for attempt in range(8):
-            try:
-                async with self.write_engine.begin() as conn:
-                    uow = SqlUnitOfWork(conn)
-                    result = await operation(uow)
-                    await uow.flush()
-                if uow.queues_touched and self.on_enqueue is not None:
-                    self.on_enqueue(uow.queues_touched)
-                return result
-            except DBAPIError as exc:
-                if not (_is_retryable(exc) or exc.connection_invalidated) or attempt == 7:
-                    raise
-                log.info("retrying after transient database error: %s", exc.orig)
-                await asyncio.sleep(0.01 * (attempt + 1))
-        raise AssertionError("unreachable")
+    # ---- operations -------------------------------------------------------------------------
 
-    async def _first(self, stmt) -> Any:
+    async def run(self, batch_id: str | None, operation: Operation[T], optimistic: bool = False) -> T:
+        if optimistic and batch_id is not None:
+            try:
+                done, result = await self._once(batch_id, operation, Mode.OPTIMISTIC)
+                if done:
+                    return result
+            except Exception as exc:  # noqa: BLE001 - whatever it was, the LOCKED run decides
+                log.debug("optimistic run of an operation on %s fell back: %r", batch_id, exc)
+        for attempt in range(LOCKED_TRIES):
+            try:
+                done, result = await self._once(batch_id, operation, Mode.LOCKED)
+            except DBAPIError as exc:
+                if not _transient(exc) or attempt == LOCKED_TRIES - 1:
+                    raise
+                log.info("running an operation again after a transient database error: %s", exc.orig)
+                await asyncio.sleep(0.02 * (attempt + 1))
+                continue
+            if done:
+                return result
+        raise StoreBusy(f"batch {batch_id} stayed busy")
+
+    async def _once(self, batch_id: str | None, operation: Operation[T], mode: Mode) -> tuple[bool, Any]:
+        try:
+            async with self.write_engine.begin() as conn:
+                if self.postgres and mode == Mode.OPTIMISTIC:
+                    # Waiting long for a lock means a LOCKED operation is at work: leave it the batch.
+                    await conn.execute(text("SET LOCAL lock_timeout = '200ms'"))
+                uow = SqlUnitOfWork(conn, mode, self.postgres)
+                if batch_id is not None:
+                    await uow.open(batch_id)
+                result = await operation(uow)
+                queues: set[str] = set()
+                if uow.batch is not None and uow.has_writes:
+                    changes = uow.changes()
+                    if not await self._commit(conn, changes):
+                        raise _Rollback
+                    queues = {m.queue for m in changes.messages} | ({"*"} if changes.bulk else set())
+        except _Rollback:
+            return False, None
+        if queues and self.on_enqueue is not None:
+            self.on_enqueue(queues)
+        return True, result
+
+    async def _commit(self, conn: AsyncConnection, cs: ChangeSet) -> bool:
+        batch = cs.batch
+        if cs.commit == Commit.NEW:
+            await conn.execute(t.batches.insert(), [batch_row(batch)])
+        if cs.new_jobs:
+            await _insert_jobs(conn, cs.new_jobs)
+        if cs.changed_jobs:
+            await conn.execute(q.update_job(), q.update_job_params([job_row(j) for j in cs.changed_jobs]))
+        for op in cs.bulk:
+            stmts = q.bulk_move(batch.id, op) if isinstance(op, BulkMove) else q.dispatch(batch.id, batch.tenant, op)
+            for stmt in stmts:
+                await conn.execute(stmt)
+        if cs.attempts:
+            await conn.execute(t.attempts.insert(), [a.__dict__ for a in cs.attempts])
+        if cs.messages:
+            await conn.execute(t.messages.insert(), [{**m.__dict__, "deliveries": 0} for m in cs.messages])
+        if cs.events:
+            rows = [{"batch_id": e.batch_id, "type": e.type, "data": e.data, "created_at": e.created_at} for e in cs.events]
+            await conn.execute(t.events.insert(), rows)
+        if cs.webhooks:
+            await conn.execute(t.webhooks.insert(), [{f: getattr(w, f) for f in WEBHOOK_FIELDS} for w in cs.webhooks])
+        # The batch last: on the optimistic paths this is where its row is locked.
+        if cs.commit == Commit.FAST:
+            stmt = q.fast_increment(batch.id, cs.counts_delta, cs.fast_guard, batch.updated_at)
+            return (await conn.execute(stmt)).rowcount == 1
+        if cs.commit in (Commit.LOCKED, Commit.VERSIONED):
+            expect = cs.read_version if cs.commit == Commit.VERSIONED else None
+            return (await conn.execute(q.update_batch(batch_row(batch), expect))).rowcount == 1
+        return True
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    async def _first(self, stmt) -> Any:  # noqa: ANN001
         async with self.engine.connect() as conn:
             return (await conn.execute(stmt)).first()
 
-    async def _all(self, stmt) -> list[Any]:
+    async def _all(self, stmt) -> list[Any]:  # noqa: ANN001
         async with self.engine.connect() as conn:
             return list(await conn.execute(stmt))
 
     async def get_batch(self, batch_id: str) -> Batch | None:
-        row = await self._first(select(t.batches).where(t.batches.c.id == batch_id))
-        return _batch(row) if row else None
+        row = await self._first(q.select_batch(batch_id, lock=False))
+        return batch_from(row._mapping) if row else None
 
-    async def list_batches(self, status: str | None, queue: str | None, limit: int, before: str | None) -> list[Batch]:
-        stmt = select(t.batches)
-        if status:
-            stmt = stmt.where(t.batches.c.status == status)
-        if queue:
-            stmt = stmt.where(t.batches.c.queue == queue)
-        if before:
-            anchor = await self.get_batch(before)
-            if anchor is not None:
-                stmt = stmt.where(
-                    (t.batches.c.created_at < anchor.created_at)
-                    | ((t.batches.c.created_at == anchor.created_at) & (t.batches.c.id < anchor.id))
-                )
-        stmt = stmt.order_by(t.batches.c.created_at.desc(), t.batches.c.id.desc()).limit(limit)
-        return [_batch(r) for r in await self._all(stmt)]
+    async def list_batches(
+        self, tenant: str | None, status: str | None, queue: str | None, limit: int, before: str | None
+    ) -> list[Batch]:
+        anchor = await self.get_batch(before) if before else None
+        return [batch_from(r._mapping) for r in await self._all(q.list_batches(tenant, status, queue, limit, anchor))]
 
-    async def get_job(self, job_id: str) -> Job | None:
-        row = await self._first(select(t.jobs).where(t.jobs.c.id == job_id))
-        return _job(row) if row else None
+    async def get_job(self, batch_id: str, position: int) -> Job | None:
+        row = await self._first(q.select_jobs(batch_id, [position], lock=False))
+        return job_from(row._mapping) if row else None
 
     async def list_jobs(self, batch_id: str, status: str | None, kind: str | None, limit: int, offset: int) -> list[Job]:
-        stmt = select(t.jobs).where(t.jobs.c.batch_id == batch_id)
-        if status:
-            stmt = stmt.where(t.jobs.c.status == status)
-        if kind:
-            stmt = stmt.where(t.jobs.c.kind == kind)
-        stmt = stmt.order_by(t.jobs.c.position).limit(limit).offset(offset)
-        return [_job(r) for r in await self._all(stmt)]
+        return [job_from(r._mapping) for r in await self._all(q.list_jobs(batch_id, status, kind, limit, offset))]
 
-    async def list_attempts(self, job_id: str) -> list[Attempt]:
-        stmt = select(t.attempts).where(t.attempts.c.job_id == job_id).order_by(t.attempts.c.attempt)
+    async def list_attempts(self, batch_id: str, position: int) -> list[Attempt]:
+        a = t.attempts.c
+        stmt = select(t.attempts).where(a.batch_id == batch_id, a.position == position).order_by(a.attempt)
         return [_attempt(r) for r in await self._all(stmt)]
 
     async def events_after(self, batch_id: str, after_id: int, limit: int) -> list[Event]:
-        stmt = (
-            select(t.events)
-            .where(t.events.c.batch_id == batch_id, t.events.c.id > after_id)
-            .order_by(t.events.c.id)
-            .limit(limit)
-        )
+        e = t.events.c
+        stmt = select(t.events).where(e.batch_id == batch_id, e.id > after_id).order_by(e.id).limit(limit)
         return [Event(id=r.id, batch_id=r.batch_id, type=r.type, data=r.data, created_at=r.created_at) for r in await self._all(stmt)]
 
     async def list_webhooks(self, batch_id: str) -> list[Webhook]:
-        stmt = select(t.webhooks).where(t.webhooks.c.batch_id == batch_id).order_by(t.webhooks.c.created_at)
-        return [_webhook(r) for r in await self._all(stmt)]
+        w = t.webhooks.c
+        return [_webhook(r) for r in await self._all(select(t.webhooks).where(w.batch_id == batch_id).order_by(w.created_at))]
 
-    async def expired_attempts(self, now: float, limit: int) -> list[tuple[str, int]]:
-        stmt = (
-            select(t.attempts.c.job_id, t.attempts.c.attempt)
-            .where(t.attempts.c.status == "running", t.attempts.c.lease_expires_at < now)
-            .limit(limit)
-        )
-        return [(r.job_id, r.attempt) for r in await self._all(stmt)]
+    # ---- background work --------------------------------------------------------------------
+
+    async def expired_leases(self, now: float, limit: int) -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {}
+        for row in await self._all(q.expired_leases(now, limit)):
+            found.setdefault(row.batch_id, []).append(row.position)
+        return found
 
     async def claim_due_webhooks(self, now: float, limit: int, hold_s: float) -> list[Webhook]:
-        due = (
-            select(t.webhooks.c.id)
-            .where(t.webhooks.c.status == "pending", t.webhooks.c.next_attempt_at <= now)
-            .order_by(t.webhooks.c.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        stmt = (
-            update(t.webhooks)
-            .where(t.webhooks.c.id.in_(due.scalar_subquery()))
-            .values(next_attempt_at=now + hold_s)
-            .returning(*t.webhooks.c)
-        )
-        async with self.engine.begin() as conn:
+        w = t.webhooks.c
+        due = select(w.id).where(w.status == "pending", w.next_attempt_at <= now).order_by(w.next_attempt_at).limit(limit)
+        if self.postgres:
+            due = due.with_for_update(skip_locked=True)
+        stmt = update(t.webhooks).where(w.id.in_(due.scalar_subquery())).values(next_attempt_at=now + hold_s).returning(*t.webhooks.c)
+        async with self.write_engine.begin() as conn:
             return [_webhook(r) for r in await conn.execute(stmt)]
 
     async def save_webhook(self, webhook: Webhook) -> None:
+        w = t.webhooks.c
         async with self.engine.begin() as conn:
-            await conn.execute(
-                update(t.webhooks).where(t.webhooks.c.id == webhook.id).values(_values(webhook, WEBHOOK_FIELDS))
-            )
+            await conn.execute(update(t.webhooks).where(w.id == webhook.id).values({f: getattr(webhook, f) for f in WEBHOOK_FIELDS}))
 
-    async def queue_counts(self) -> dict[str, dict[str, int]]:
-        """Queued / running jobs per queue."""
-        stmt = (
-            select(t.jobs.c.queue, t.jobs.c.status, func.count())
-            .where(t.jobs.c.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-            .group_by(t.jobs.c.queue, t.jobs.c.status)
-        )
+    async def queue_counts(self, tenant: str | None) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
-        for queue, status, n in await self._all(stmt):
+        for queue, status, n in await self._all(q.queue_counts(tenant)):
             counts.setdefault(queue, {})[status] = n
         return counts
-
-    async def purge_finished(self, finished_before: float, limit: int = 200) -> int:
-        """Delete up to `limit` batches that ended before `finished_before`, with all they own."""
-        due = (
-            select(t.batches.c.id)
-            .where(t.batches.c.status.in_(list(BatchStatus.FINISHED)), t.batches.c.finished_at < finished_before)
-            .limit(limit)
-        )
-        if self.postgres:
-            due = due.with_for_update(skip_locked=True)  # replicas purge different batches
-        async with self.write_engine.begin() as conn:
-            ids = [r.id for r in await conn.execute(due)]
-            if not ids:
-                return 0
-            job_ids = select(t.jobs.c.id).where(t.jobs.c.batch_id.in_(ids))
-            await conn.execute(delete(t.messages).where(t.messages.c.job_id.in_(job_ids)))
-            for table in (t.attempts, t.events, t.webhooks, t.jobs):
-                await conn.execute(delete(table).where(table.c.batch_id.in_(ids)))
-            await conn.execute(delete(t.batches).where(t.batches.c.id.in_(ids)))
-        return len(ids)
 
     async def healthy(self) -> bool:
         try:
@@ -453,4 +303,115 @@ class SqlStore(Store):
             return True
         except Exception:  # noqa: BLE001 - any failure means not ready
             return False
+
+    # ---- capabilities -----------------------------------------------------------------------
+
+    async def purge_finished(self, finished_before: float, limit: int = 200) -> int:
+        """Retention: delete up to `limit` batches that ended before `finished_before`, with all they own."""
+        bc = t.batches.c
+        due = select(bc.id).where(bc.status.in_(finished_statuses()), bc.finished_at < finished_before).limit(limit)
+        if self.postgres:
+            due = due.with_for_update(skip_locked=True)  # replicas purge different batches
+        async with self.write_engine.begin() as conn:
+            ids = [r.id for r in await conn.execute(due)]
+            if not ids:
+                return 0
+            for table in (t.messages, t.attempts, t.events, t.webhooks, t.jobs):
+                await conn.execute(delete(table).where(table.c.batch_id.in_(ids)))
+            await conn.execute(delete(t.batches).where(bc.id.in_(ids)))
+        return len(ids)
+
+    async def relay_outbox(self, publish: Callable[[list[Message]], Awaitable[None]], now: float, limit: int = 500) -> int:
+        """Outbox relay: publish due messages and delete them, in one transaction.
+
+        A crash after publishing but before the commit publishes them again: the attempt
+        check drops such a duplicate when a worker starts it.
+        """
+        m = t.messages.c
+        due = select(t.messages).where(m.available_at <= now).order_by(m.id).limit(limit)
+        if self.postgres:
+            due = due.with_for_update(skip_locked=True)
+        async with self.write_engine.begin() as conn:
+            rows = list(await conn.execute(due))
+            if not rows:
+                return 0
+            await publish([_message(r) for r in rows])
+            await conn.execute(delete(t.messages).where(m.id.in_([r.id for r in rows])))
+        return len(rows)
+
+    async def claim_messages(self, tenant: str, queue: str, limit: int, hide_s: float, now: float) -> list[tuple[int, Message]]:
+        """SQL queue: take due messages of a queue and hide them for hide_s (SKIP LOCKED)."""
+        m = t.messages.c
+        due = (
+            select(m.id)
+            .where(m.tenant == tenant, m.queue == queue, m.available_at <= now)
+            .order_by(m.available_at, m.id)
+            .limit(limit)
+        )
+        if self.postgres:
+            due = due.with_for_update(skip_locked=True)
+        stmt = (
+            update(t.messages)
+            .where(m.id.in_(due.scalar_subquery()))
+            .values(available_at=now + hide_s, deliveries=m.deliveries + 1)
+            .returning(*t.messages.c)
+        )
+        async with self.write_engine.begin() as conn:
+            rows = sorted(await conn.execute(stmt), key=lambda r: r.id)
+        return [(r.id, _message(r)) for r in rows]
+
+    async def delete_messages(self, ids: list[int]) -> None:
+        if ids:
+            async with self.engine.begin() as conn:
+                await conn.execute(delete(t.messages).where(t.messages.c.id.in_(ids)))
+
+    async def message_stats(self, tenant: str | None, now: float) -> dict[str, dict[str, Any]]:
+        from sqlalchemy import func
+
+        m = t.messages.c
+        stmt = select(m.queue, func.count(), func.min(m.available_at)).group_by(m.queue)
+        if tenant is not None:
+            stmt = stmt.where(m.tenant == tenant)
+        return {
+            queue: {"depth": depth, "oldest_age_s": max(0.0, now - oldest) if oldest else 0.0}
+            for queue, depth, oldest in await self._all(stmt)
+        }
+
+    # ---- idempotency records ----------------------------------------------------------------
+
+    async def idem_get(self, tenant: str, key: str, now: float) -> IdempotencyRecord | None:
+        i = t.idempotency.c
+        row = await self._first(select(t.idempotency).where(i.tenant == tenant, i.key == key, i.expires_at > now))
+        if row is None:
+            return None
+        return IdempotencyRecord(row.request_hash, row.batch_id, row.status_code, row.response or None, row.expires_at)
+
+    async def idem_claim(self, tenant: str, key: str, record: IdempotencyRecord, now: float) -> bool:
+        i = t.idempotency.c
+        try:
+            async with self.write_engine.begin() as conn:
+                await conn.execute(delete(t.idempotency).where(i.tenant == tenant, i.key == key, i.expires_at <= now))
+                await conn.execute(t.idempotency.insert().values(
+                    tenant=tenant, key=key, request_hash=record.request_hash, batch_id=record.batch_id,
+                    status_code=record.status_code, response=record.response or "", expires_at=record.expires_at,
+                ))  # fmt: skip
+        except IntegrityError:  # a live record holds the key (PostgreSQL: the other insert won)
+            return False
+        return True
+
+    async def idem_finish(self, tenant: str, key: str, record: IdempotencyRecord | None) -> None:
+        i = t.idempotency.c
+        where = (i.tenant == tenant) & (i.key == key)
+        async with self.engine.begin() as conn:
+            if record is None:
+                await conn.execute(delete(t.idempotency).where(where))
+            else:
+                await conn.execute(update(t.idempotency).where(where).values(
+                    status_code=record.status_code, response=record.response, expires_at=record.expires_at
+                ))  # fmt: skip
+
+
+def _message(row: Any) -> Message:
+    m = row._mapping
+    return Message(m["tenant"], m["queue"], m["batch_id"], m["position"], m["attempt"], m["available_at"])
 

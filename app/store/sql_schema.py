@@ -1,19 +1,23 @@
-"""SQL tables (SQLAlchemy Core). Alembic migrations in app/migrations/ create exactly these."""
+"""SQL tables (SQLAlchemy Core). The Alembic migrations in migrations/ create exactly these."""
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
+
+from app.store.records import COUNTER_FIELDS
 
 metadata = MetaData()
 
 # JSONB on PostgreSQL, JSON text elsewhere.
-Json = JSON(none_as_null=False).with_variant(JSONB(none_as_null=False), "postgresql")
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 Id = String(36)
+AutoId = BigInteger().with_variant(Integer, "sqlite")
 
 batches = Table(
     "batches",
     metadata,
     Column("id", Id, primary_key=True),
+    Column("tenant", String(64), nullable=False),
     Column("type", String(16), nullable=False),
     Column("queue", String(100), nullable=False),
     Column("status", String(32), nullable=False),
@@ -21,35 +25,28 @@ batches = Table(
     Column("failure_policy", String(32), nullable=False),
     Column("max_concurrency", Integer),
     Column("callbacks", Json, nullable=False),
-    Column("total", Integer, nullable=False),
-    Column("completed", Integer, nullable=False),
-    Column("failed", Integer, nullable=False),
-    Column("cancelled", Integer, nullable=False),
-    Column("waiting", Integer, nullable=False),
-    Column("in_flight", Integer, nullable=False),
-    Column("comp_open", Integer, nullable=False),
-    Column("comp_completed", Integer, nullable=False),
-    Column("comp_failed", Integer, nullable=False),
-    Column("next_position", Integer, nullable=False),
-    Column("finish_seq", Integer, nullable=False),
-    Column("progress_step", Integer, nullable=False),
     Column("error", Json),
+    *[Column(name, Integer, nullable=False) for name in COUNTER_FIELDS],
+    Column("next_position", Integer, nullable=False),
+    Column("traceparent", String(64)),
+    Column("version", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("finished_at", Float),
-    Index("ix_batches_status_created", "status", "created_at"),
-    Index("ix_batches_queue_created", "queue", "created_at"),
+    Index("ix_batches_tenant_created", "tenant", "created_at"),
+    Index("ix_batches_tenant_status_created", "tenant", "status", "created_at"),
+    Index("ix_batches_created", "created_at"),
+    Index("ix_batches_finished", "finished_at"),
 )
 
 jobs = Table(
     "jobs",
     metadata,
-    Column("id", Id, primary_key=True),
-    Column("batch_id", Id, nullable=False),
-    Column("position", Integer, nullable=False),
+    Column("batch_id", Id, primary_key=True),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
     Column("name", String(200), nullable=False),
     Column("queue", String(100), nullable=False),
-    Column("kind", String(16), nullable=False),
     Column("args", Json, nullable=False),
     Column("compensation", Json),
     Column("max_attempts", Integer, nullable=False),
@@ -57,58 +54,68 @@ jobs = Table(
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("attempt_base", Integer, nullable=False),
+    Column("available_at", Float),
+    Column("lease", String(64)),
+    Column("lease_expires_at", Float),
+    Column("started_at", Float),
+    Column("worker", String(200)),
     Column("error", Text),
     Column("result", Json),
     Column("context_in", Json),
-    Column("original_job_id", Id),
+    Column("original_position", Integer),
     Column("compensation_info", Json),
-    Column("finish_seq", Integer),
-    Column("cancel_reason", String(32)),
     Column("created_at", Float, nullable=False),
     Column("queued_at", Float),
-    Column("started_at", Float),
     Column("finished_at", Float),
-    Index("ix_jobs_batch_kind_status_pos", "batch_id", "kind", "status", "position"),
-    Index("ix_jobs_batch_pos", "batch_id", "position"),
-    Index("ix_jobs_status_queue", "status", "queue"),
-)
+    Index("ix_jobs_batch_kind_status", "batch_id", "kind", "status", "position"),
+    # The lease reaper's and the reconciler's work: small partial indexes.
+    Index(
+        "ix_jobs_running_lease", "lease_expires_at",
+        postgresql_where=text("status = 'running'"), sqlite_where=text("status = 'running'"),
+    ),
+    Index(
+        "ix_jobs_queued", "queue", "available_at",
+        postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'"),
+    ),
+)  # fmt: skip
 
 attempts = Table(
     "attempts",
     metadata,
-    Column("job_id", Id, primary_key=True),
-    Column("attempt", Integer, primary_key=True),
-    Column("batch_id", Id, nullable=False),
+    Column("batch_id", Id, primary_key=True),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("attempt", Integer, primary_key=True, autoincrement=False),
     Column("status", String(16), nullable=False),
-    Column("lease", String(64)),
-    Column("lease_expires_at", Float),
-    Column("queued_at", Float, nullable=False),
+    Column("worker", String(200)),
+    Column("error", Text),
+    Column("queued_at", Float),
     Column("started_at", Float),
     Column("finished_at", Float),
-    Column("error", Text),
-    Column("worker", String(200)),
-    Index("ix_attempts_status_lease", "status", "lease_expires_at"),
 )
 
-# The outbox. With the SQL broker it is also the queue workers claim from; with Redis
-# Streams a relay moves due rows to the streams and deletes them.
+# The outbox. With the SQL queue it is also the queue workers claim from; with Redis
+# Streams a relay moves due rows to the streams and deletes them. A row is an attempt's
+# address only: the message is built from the job when the attempt starts.
 messages = Table(
     "messages",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
     Column("queue", String(100), nullable=False),
-    Column("job_id", Id, nullable=False),
+    Column("batch_id", Id, nullable=False),
+    Column("position", Integer, nullable=False),
     Column("attempt", Integer, nullable=False),
-    Column("payload", Json, nullable=False),
     Column("available_at", Float, nullable=False),
     Column("deliveries", Integer, nullable=False, server_default="0"),
-    Index("ix_messages_queue_available", "queue", "available_at", "id"),
+    Index("ix_messages_queue_available", "tenant", "queue", "available_at", "id"),
+    Index("ix_messages_available", "available_at"),
+    Index("ix_messages_job", "batch_id", "position"),
 )
 
 events = Table(
     "events",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", AutoId, primary_key=True, autoincrement=True),
     Column("batch_id", Id, nullable=False),
     Column("type", String(32), nullable=False),
     Column("data", Json, nullable=False),
@@ -134,4 +141,18 @@ webhooks = Table(
     Column("delivered_at", Float),
     Index("ix_webhooks_status_next", "status", "next_attempt_at"),
     Index("ix_webhooks_batch", "batch_id", "created_at"),
+)
+
+# Idempotency-Key records: the first response to a key, replayed to its repeats.
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("batch_id", Id, nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_idempotency_expires", "expires_at"),
 )

@@ -51,7 +51,7 @@ class StreamSource:
         self.broker = RedisStreamsBroker(Redis.from_url(broker_url, decode_responses=True), prefix, claim_timeout_s)
 
     async def fetch(self, queue: str, max_messages: int, wait_s: float) -> list[dict[str, Any]]:
-        deliveries = await self.broker.fetch(queue, max_messages, wait_s, self.worker_id)
+        deliveries = await self.broker.fetch("default", queue, max_messages, wait_s, self.worker_id)
         if not deliveries:
             return []
         attempts = [(d.message["job_id"], int(d.message["attempt"])) for d in deliveries]

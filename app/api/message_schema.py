@@ -1,8 +1,9 @@
-"""JSON Schema (draft 2020-12) of the message a worker receives.
+"""JSON Schemas (draft 2020-12) of what a worker receives.
 
-Written by hand from app/domain/rules.py `build_message` plus the `lease` and
-`lease_expires_at` that /start and /claim add; tests validate real messages against it.
-Exported to openapi/message.schema.json by `batchq openapi`.
+MESSAGE_SCHEMA: a started attempt's message, written by hand from app/domain/rules.py
+`build_message`; STREAM_ENTRY_SCHEMA: what a direct reader finds in a Redis stream before
+it starts the attempt. Tests validate real ones against both. `batchq openapi` exports them
+to openapi/message.schema.json and openapi/stream-entry.schema.json.
 """
 from __future__ import annotations
 
@@ -32,11 +33,9 @@ MESSAGE_SCHEMA: dict[str, Any] = {
     "$id": "https://batchq.dev/schemas/message.schema.json",
     "title": "batchq worker message",
     "description": (
-        "One delivery (attempt) of a job. Read from POST /v1/queues/{queue}/claim (already started, with a lease), "
-        "or from the Redis stream `{prefix}:stream:{queue}` (consumer group `workers`, field `m`, JSON, without a "
-        "lease: POST /v1/jobs/{job_id}/start {attempt, worker} to get the started message, then XACK + XDEL). "
-        "Report with /heartbeat, /complete or /fail naming `attempt` and `lease`. Unknown fields may be added "
-        "in later versions: ignore them."
+        "One started delivery (attempt) of a job, with its lease: what POST /v1/queues/{queue}/claim, "
+        "POST /v1/jobs/{job_id}/start and POST /v1/starts return. Report with /heartbeat, /complete, /fail "
+        "or /v1/reports naming `attempt` and `lease`. Unknown fields may be added in later versions: ignore them."
     ),
     "type": "object",
     "required": ["job_id", "batch_id", "attempt", "name", "kind", "args", "context", "position", "queue"],
@@ -79,11 +78,36 @@ MESSAGE_SCHEMA: dict[str, Any] = {
             "description": "The attempt's lease token (present once started); send it with every report.",
         },
         "lease_expires_at": {
-            "type": "number",
-            "description": "When the lease runs out unless a heartbeat extends it (Unix time, seconds).",
+            "type": "string",
+            "format": "date-time",
+            "description": "When the lease runs out unless a heartbeat extends it (RFC 3339).",
+        },
+        "traceparent": {
+            "type": "string",
+            "description": "W3C trace context of the request that created the batch (when tracing is on).",
         },
     },
     "dependentRequired": {"lease": ["lease_expires_at"]},
     "additionalProperties": True,
     "$defs": {"compensation": COMPENSATION},
+}
+
+STREAM_ENTRY_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://batchq.dev/schemas/stream-entry.schema.json",
+    "title": "batchq stream entry",
+    "description": (
+        "The JSON in field `m` of an entry of a queue's Redis stream (GET /v1/queues/{queue}/streams names the "
+        "streams and the consumer group). It only addresses an attempt: start it with POST /v1/starts "
+        "(or /v1/jobs/{job_id}/start) to get the whole message and its lease, then XACK and XDEL the entry, "
+        "started or refused alike. Unknown fields may be added in later versions: ignore them."
+    ),
+    "type": "object",
+    "required": ["job_id", "batch_id", "attempt"],
+    "properties": {
+        "job_id": _UUID_STR,
+        "batch_id": _UUID_STR,
+        "attempt": {"type": "integer", "minimum": 1},
+    },
+    "additionalProperties": True,
 }

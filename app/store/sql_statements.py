@@ -1,0 +1,185 @@
+"""Named SQL statements of the SQL store, each with what it is for (SQLAlchemy Core).
+
+The store composes these; nothing else builds SQL. Statements that move many jobs are
+set-based: cancelling or retrying 100,000 jobs is a handful of statements, not 100,000.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, delete, func, insert, literal, or_, select, update
+
+from app.domain.states import JobKind, JobStatus
+from app.store import sql_schema as t
+from app.store.base import BulkMove, Dispatch
+from app.store.records import BATCH_FIELDS, COUNTER_FIELDS, JOB_MUTABLE
+
+j, b = t.jobs.c, t.batches.c
+
+
+def select_batch(batch_id: str, lock: bool):  # noqa: ANN201
+    """The batch; locked (FOR UPDATE) when an operation runs LOCKED."""
+    stmt = select(t.batches).where(b.id == batch_id)
+    return stmt.with_for_update() if lock else stmt
+
+
+def select_jobs(batch_id: str, positions: list[int], lock: bool):  # noqa: ANN201
+    """Jobs of a batch by position, locked so that what an operation reads stays current."""
+    stmt = select(t.jobs).where(j.batch_id == batch_id, j.position.in_(positions))
+    return stmt.with_for_update() if lock else stmt
+
+
+def select_positions(batch_id: str, kind: JobKind, statuses: list[JobStatus], limit: int | None):  # noqa: ANN201
+    stmt = (
+        select(j.position)
+        .where(j.batch_id == batch_id, j.kind == kind.value, j.status.in_([s.value for s in statuses]))
+        .order_by(j.position)
+    )
+    return stmt if limit is None else stmt.limit(limit)
+
+
+@lru_cache(maxsize=None)
+def update_job():  # noqa: ANN201
+    """Write a job's changing fields (executemany)."""
+    stmt = update(t.jobs).where(j.batch_id == bindparam("_batch_id"), j.position == bindparam("_position"))
+    return stmt.values({name: bindparam(name) for name in JOB_MUTABLE})
+
+
+def update_job_params(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**{n: r[n] for n in JOB_MUTABLE}, "_batch_id": r["batch_id"], "_position": r["position"]} for r in rows]
+
+
+def update_batch(row: dict[str, Any], expect_version: int | None):  # noqa: ANN201
+    """Write the whole batch and bump its version; with `expect_version`, only if unchanged (VERSIONED)."""
+    values = {name: row[name] for name in BATCH_FIELDS if name not in ("id", "version")}
+    stmt = update(t.batches).where(b.id == row["id"]).values(**values, version=b.version + 1)
+    if expect_version is not None:
+        stmt = stmt.where(b.version == expect_version)
+    return stmt
+
+
+def fast_increment(batch_id: str, delta: dict[str, int], guard: dict[str, int], now: float):  # noqa: ANN201
+    """FAST commit: move the counts by `delta` if the change is still quiet on the current counts.
+
+    The WHERE clause is rules.quiet on the row's current values (see there): plainly running,
+    no failure, no waiting job left without the slot it frees, something still open after it,
+    and the same 10% step (an event) before and after. Integer division as in rules.progress_step.
+    """
+    total = sum((b[f"jobs_{s.value}"] for s in JobStatus), literal(0))
+    open_ = b.jobs_waiting + b.jobs_queued + b.jobs_running
+    processed = b.jobs_completed + b.jobs_failed + b.jobs_cancelled
+    values = {name: b[name] + n for name, n in delta.items()}
+    conditions = [
+        b.id == batch_id,
+        b.status == "running",
+        b.error.is_(None),
+        open_ + guard["d_open"] > 0,
+        (processed * 10) // total == ((processed + guard["d_processed"]) * 10) // total,
+    ]
+    if guard["d_in_flight"] < 0:
+        conditions.append(b.jobs_waiting == 0)
+    return update(t.batches).where(*conditions).values(**values, version=b.version + 1, updated_at=now)
+
+
+# ---- set-based moves ------------------------------------------------------------------------
+
+
+def _in_status(batch_id: str, kind: JobKind, statuses: tuple[JobStatus, ...]):  # noqa: ANN202
+    return and_(j.batch_id == batch_id, j.kind == kind.value, j.status.in_([s.value for s in statuses]))
+
+
+def bulk_move(batch_id: str, move: BulkMove) -> list[Any]:
+    """The statements of a BulkMove, in order."""
+    stmts: list[Any] = []
+    if JobStatus.RUNNING in move.frm and move.ended is not None:
+        # The running ones' live attempts end: keep them in the history.
+        stmts.append(
+            insert(t.attempts).from_select(
+                ["batch_id", "position", "attempt", "status", "worker", "queued_at", "started_at", "finished_at"],
+                select(j.batch_id, j.position, j.attempts, literal(move.ended.value), j.worker, j.queued_at,
+                       j.started_at, literal(move.now))
+                .where(_in_status(batch_id, move.kind, (JobStatus.RUNNING,))),
+            )  # fmt: skip
+        )
+    if JobStatus.QUEUED in move.frm:
+        # Their messages will never be wanted: they leave the outbox (or the SQL queue).
+        queued = select(j.position).where(_in_status(batch_id, move.kind, (JobStatus.QUEUED,)))
+        stmts.append(delete(t.messages).where(t.messages.c.batch_id == batch_id, t.messages.c.position.in_(queued)))
+    values: dict[str, Any] = {"status": move.to.value, "lease": None, "lease_expires_at": None, "available_at": None}
+    if move.revive:
+        values.update(attempt_base=j.attempts, error=None, finished_at=None)
+    elif move.to.finished:
+        values["finished_at"] = move.now
+    stmts.append(update(t.jobs).where(_in_status(batch_id, move.kind, move.frm)).values(**values))
+    return stmts
+
+
+def dispatch(batch_id: str, tenant: str, op: Dispatch) -> list[Any]:
+    """The statements of a Dispatch: outbox rows for the next attempts, then the jobs queued.
+
+    Both pick the same jobs (the lowest waiting positions) inside one transaction.
+    """
+    picked = select(j.position).where(_in_status(batch_id, op.kind, (JobStatus.WAITING,))).order_by(j.position).limit(op.limit)
+    outbox = insert(t.messages).from_select(
+        ["tenant", "queue", "batch_id", "position", "attempt", "available_at", "deliveries"],
+        select(literal(tenant), j.queue, j.batch_id, j.position, j.attempts + 1, literal(op.now), literal(0))
+        .where(j.batch_id == batch_id, j.position.in_(picked)),
+    )
+    values: dict[str, Any] = {
+        "status": JobStatus.QUEUED.value,
+        "attempts": j.attempts + 1,
+        "queued_at": op.now,
+        "available_at": op.now,
+    }
+    if op.context_in is not None:
+        values["context_in"] = case(
+            (j.compensation.is_not(None), bindparam("context_in", op.context_in, type_=t.Json)), else_=j.context_in
+        )
+    queue = update(t.jobs).where(j.batch_id == batch_id, j.position.in_(picked)).values(**values)
+    return [outbox, queue]
+
+
+# ---- reads of the API and the background loops ------------------------------------------------
+
+
+def list_batches(tenant: str | None, status: str | None, queue: str | None, limit: int, anchor: Any):  # noqa: ANN001, ANN201
+    stmt = select(t.batches)
+    if tenant is not None:
+        stmt = stmt.where(b.tenant == tenant)
+    if status:
+        stmt = stmt.where(b.status == status)
+    if queue:
+        stmt = stmt.where(b.queue == queue)
+    if anchor is not None:
+        stmt = stmt.where(or_(b.created_at < anchor.created_at, and_(b.created_at == anchor.created_at, b.id < anchor.id)))
+    return stmt.order_by(b.created_at.desc(), b.id.desc()).limit(limit)
+
+
+def list_jobs(batch_id: str, status: str | None, kind: str | None, limit: int, offset: int):  # noqa: ANN201
+    stmt = select(t.jobs).where(j.batch_id == batch_id)
+    if status:
+        stmt = stmt.where(j.status == status)
+    if kind:
+        stmt = stmt.where(j.kind == kind)
+    return stmt.order_by(j.position).limit(limit).offset(offset)
+
+
+def expired_leases(now: float, limit: int):  # noqa: ANN201
+    return (
+        select(j.batch_id, j.position)
+        .where(j.status == JobStatus.RUNNING.value, j.lease_expires_at < now)
+        .order_by(j.lease_expires_at)
+        .limit(limit)
+    )
+
+
+def queue_counts(tenant: str | None):  # noqa: ANN201
+    """Queued / running jobs per queue (a count over the partial indexes' rows)."""
+    stmt = select(j.queue, j.status, func.count()).where(j.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+    if tenant is not None:
+        stmt = stmt.join(t.batches, b.id == j.batch_id).where(b.tenant == tenant)
+    return stmt.group_by(j.queue, j.status)
+
+
+COUNTERS = COUNTER_FIELDS
