@@ -202,7 +202,7 @@ def test_real_server_and_stream_workers_on_postgres_and_redis(procs, pg_ready):
         BATCHQ_REDIS_PREFIX=prefix,
     )
     try:
-        run_scenario(p, ROOT, ["--broker-url", REDIS_URL, "--prefix", prefix])
+        run_scenario(p, ROOT, ["--broker-url", REDIS_URL])  # the API names the streams
     finally:
         p.stop_all()
         asyncio.run(_drop_redis_prefix(prefix))

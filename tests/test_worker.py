@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.broker.redis_streams import GROUP, stream_key
-from app.worker import JobContext, JobResult, Registry, Worker
+from batchq import JobContext, JobResult, Registry, Worker
 from examples.registry import registry as examples
 from conftest import REDIS_URL, STREAM_BACKENDS
 
@@ -187,7 +187,7 @@ async def test_worker_reads_redis_streams_directly(api):
     prefix = api.settings.redis_prefix
     par = await api.create({"jobs": [{"name": "Echo", "args": {"n": i}} for i in range(5)]})
     chain = await api.create({"type": "chain", "jobs": [{"name": "Add", "args": {"value": v}} for v in (1, 2, 3)]})
-    worker = make_worker(api, examples, concurrency=3, broker_url=REDIS_URL, prefix=prefix)
+    worker = make_worker(api, examples, concurrency=3, broker_url=REDIS_URL)
     async with running(worker):
         for batch in (par, chain):
             assert (await api.wait_status(batch["id"], *FINISHED))["status"] == "completed"
@@ -205,7 +205,7 @@ async def test_worker_reads_redis_streams_directly(api):
         await redis.aclose()
 
 
-async def test_worker_sends_the_api_token_when_the_api_requires_one(api_factory):
+async def test_worker_sends_the_api_key_when_the_api_requires_one(api_factory):
     api = await api_factory(api_token="s3cret")
     api.client.headers["Authorization"] = "Bearer s3cret"
     batch = await api.create({"jobs": ["Echo"]})
@@ -213,7 +213,7 @@ async def test_worker_sends_the_api_token_when_the_api_requires_one(api_factory)
     async with running(refused):
         await asyncio.sleep(0.3)  # its claims get 401: nothing runs
     assert (await api.batch(batch["id"]))["completed"] == 0
-    async with running(make_worker(api, examples, api_token="s3cret")):
+    async with running(make_worker(api, examples, api_key="s3cret")):
         assert (await api.wait_status(batch["id"], *FINISHED))["status"] == "completed"
 
 
