@@ -203,12 +203,14 @@ class Client(_Common):
             progressed = False
             try:
                 response = self._send(self._ep.event_stream(batch_id, parser.after), stream=True)
-                with response:
+                try:
                     for line in response.iter_lines():
                         event = parser.feed(line)
                         if event is not None:
                             progressed = True
                             yield cast(Event, event)
+                finally:
+                    response.close()
                 return  # the server closes the stream once the batch has ended
             except httpx.TransportError as exc:
                 if not progressed:
