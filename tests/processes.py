@@ -53,6 +53,13 @@ class Processes:
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text(errors="replace")
 
+    def stop(self, name: str, timeout: float = 30) -> None:
+        """SIGTERM the process started as NAME and wait until it has exited."""
+        for proc, log in self.procs:
+            if log.name == f"{name}.log" and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=timeout)
+
     def output(self) -> str:
         return "\n".join(f"--- {log.name} (exit {p.poll()})\n{log.read_text(errors='replace')[-3000:]}" for p, log in self.procs)
 

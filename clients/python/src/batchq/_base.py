@@ -15,6 +15,7 @@ the answer was lost, because the server may have done them.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +26,8 @@ from urllib.parse import quote
 import httpx
 
 from batchq._version import __version__
+
+log = logging.getLogger("batchq.client")
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 DEFAULT_REPORT_RETRY_S = 300.0
@@ -117,19 +120,33 @@ class Attempts:
     def after_error(self, index: int, exc: Exception) -> float | None:
         """Seconds to wait before trying again after a transport error, or None to give up."""
         retryable = isinstance(exc, NOT_SENT) or self.call.idempotent
-        return self._next(index, switch=True, retryable=retryable, retry_after=None)
+        wait = self._next(index, switch=True, retryable=retryable, retry_after=None)
+        self._tell(index, f"{type(exc).__name__}: {exc or 'no detail'}", wait)
+        return wait
 
     def after_response(self, index: int, response: httpx.Response) -> float | None:
         """Seconds to wait before trying again after an error status, or None to give up."""
         status = response.status_code
         if status in SWITCH_STATUSES:
             retryable = status == 503 or self.call.idempotent
-            return self._next(index, switch=True, retryable=retryable, retry_after=_retry_after(response))
-        if status == 429:
-            return self._next(index, switch=False, retryable=True, retry_after=_retry_after(response))
-        if status >= 500:  # e.g. the store was briefly away: same URL, later
-            return self._next(index, switch=False, retryable=self.call.idempotent, retry_after=None)
-        return None  # a 4xx answer does not change by asking again
+            wait = self._next(index, switch=True, retryable=retryable, retry_after=_retry_after(response))
+        elif status == 429:
+            wait = self._next(index, switch=False, retryable=True, retry_after=_retry_after(response))
+        elif status >= 500:  # e.g. the store was briefly away: same URL, later
+            wait = self._next(index, switch=False, retryable=self.call.idempotent, retry_after=None)
+        else:
+            return None  # a 4xx answer does not change by asking again
+        self._tell(index, f"HTTP {status}", wait)
+        return wait
+
+    def _tell(self, index: int, problem: str, wait: float | None) -> None:
+        if wait is None:
+            return  # the caller raises: it is the caller's to report
+        where = self.urls.all[index]
+        if wait == 0:
+            log.info("%s %s%s: %s; trying %s", self.call.method, where, self.call.path, problem, self.urls.current()[1])
+        else:
+            log.warning("%s %s%s: %s; retrying in %.1fs", self.call.method, where, self.call.path, problem, wait)
 
     def _next(self, index: int, switch: bool, retryable: bool, retry_after: float | None) -> float | None:
         if switch:

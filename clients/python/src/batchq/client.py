@@ -119,7 +119,7 @@ class Client(_Common):
             except httpx.TransportError as exc:
                 wait = attempts.after_error(index, exc)
                 if wait is None:
-                    raise ApiUnreachable(url, exc) from exc
+                    raise ApiUnreachable(self.urls.all[index], exc) from exc
                 time.sleep(wait)
                 continue
             if response.is_success or response.status_code in call.accept:
@@ -313,7 +313,7 @@ class AsyncClient(_Common):
             except httpx.TransportError as exc:
                 wait = attempts.after_error(index, exc)
                 if wait is None:
-                    raise ApiUnreachable(url, exc) from exc
+                    raise ApiUnreachable(self.urls.all[index], exc) from exc
                 await asyncio.sleep(wait)
                 continue
             if response.is_success or response.status_code in call.accept:

@@ -29,7 +29,7 @@ SECRET_PREFIX = "whsec_"
 DEFAULT_TOLERANCE_S = 300.0
 
 
-class WebhookVerificationError(ValueError):
+class WebhookVerificationError(Exception):
     """Missing headers, a timestamp outside the tolerance, or no signature that matches."""
 
 
