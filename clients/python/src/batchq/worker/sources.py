@@ -190,13 +190,14 @@ class QueueStreams:
             self._keep(stream, items)
 
     async def _grouped(self, op: Callable[[], Awaitable[T]]) -> T:
-        """Run a stream command; on NOGROUP (the stream or its group was deleted) make them and run it again."""
+        """Run a stream command; when the stream or its group was deleted (NOGROUP, or UNBLOCKED
+        for a read blocked on it), make them again and run it again."""
         from redis.exceptions import ResponseError
 
         try:
             return await op()
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                 raise
         for stream in self.streams:
             try:
