@@ -10,4 +10,5 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e clients/python -e '.[test]'
 bash scripts/services.sh
 .venv/bin/ruff check app clients/python tests bench examples
+.venv/bin/mypy --strict clients/python/src/batchq
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

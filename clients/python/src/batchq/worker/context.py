@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -80,8 +81,13 @@ class JobContext:
         """
         if _on_loop_thread(self._loop):
             raise RuntimeError("ctx.add_jobs() would block the event loop: use `await ctx.add_jobs_async(...)`")
-        future = asyncio.run_coroutine_threadsafe(self._add_jobs(self.batch_id, jobs, self._idempotency_key()), self._loop)
+        future: concurrent.futures.Future[dict[str, Any]] = asyncio.run_coroutine_threadsafe(
+            self._adding(jobs, self._idempotency_key()), self._loop
+        )
         return future.result(timeout)
+
+    async def _adding(self, jobs: list[Any], key: str) -> dict[str, Any]:
+        return await self._add_jobs(self.batch_id, jobs, key)
 
 
 def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from typing import Any
 
 from batchq.client import AsyncClient
 from batchq.errors import BatchqError, Conflict, NotFound
@@ -22,18 +22,18 @@ class Reporter:
         self.client = client
         self.max_batch = max_batch
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._queue: list[tuple[dict[str, Any], asyncio.Future]] = []
+        self._queue: list[tuple[ReportItem, asyncio.Future[ReportOutcome]]] = []
         self._wakeup = asyncio.Event()
-        self._sends: set[asyncio.Task] = set()
+        self._sends: set[asyncio.Task[None]] = set()
         self._pump = asyncio.create_task(self._run(), name="batchq-reporter")
 
-    async def report(self, item: dict[str, Any]) -> dict[str, Any]:
+    async def report(self, item: ReportItem) -> ReportOutcome:
         """Send one report; returns the API's outcome, raises NotFound / Conflict when it was refused.
 
         The call is retried (other URLs, backoff) for the client's `report_retry_s`: reports
         are idempotent per attempt, so a report whose answer was lost is safely sent again.
         """
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[ReportOutcome] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._wakeup.set()
         return await future
@@ -49,9 +49,9 @@ class Reporter:
                 self._sends.add(task)
                 task.add_done_callback(self._sends.discard)
 
-    async def _send(self, batch: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
+    async def _send(self, batch: list[tuple[ReportItem, asyncio.Future[ReportOutcome]]]) -> None:
         try:
-            outcomes = await self.client.report_many([cast(ReportItem, item) for item, _ in batch])
+            outcomes = await self.client.report_many([item for item, _ in batch])
         except Exception as exc:  # noqa: BLE001 - every waiting report learns of it
             for _, future in batch:
                 if not future.done():

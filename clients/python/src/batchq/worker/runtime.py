@@ -29,7 +29,7 @@ import httpx
 from batchq._base import DEFAULT_REPORT_RETRY_S, parse_urls
 from batchq.client import AsyncClient
 from batchq.errors import ApiUnreachable, BatchqError
-from batchq.models import Message
+from batchq.models import Message, ReportItem
 from batchq.worker.context import JobContext, JobResult, PermanentError, epoch_seconds
 from batchq.worker.registry import Handler, Registry, is_async
 from batchq.worker.reporter import Reporter
@@ -88,8 +88,8 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stats = WorkerStats()
         self._started = False
-        self._tasks: set[asyncio.Task] = set()
-        self._fetchers: list[asyncio.Task] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._fetchers: list[asyncio.Task[None]] = []
         self._last_activity = time.monotonic()
         self._stop_requested: asyncio.Event | None = None
 
@@ -216,7 +216,7 @@ class Worker:
                 self._tasks.add(task)
                 task.add_done_callback(self._job_done)
 
-    def _job_done(self, task: asyncio.Task) -> None:
+    def _job_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slots.release()
         self._last_activity = time.monotonic()
@@ -334,13 +334,13 @@ class Worker:
             problem = _unreportable(result, context)
             if problem:
                 failure = (problem, False)
-        item: dict[str, Any] = {"job_id": msg["job_id"], "attempt": msg["attempt"], "lease": msg.get("lease")}
+        item: ReportItem = {"job_id": msg["job_id"], "attempt": msg["attempt"], "lease": msg.get("lease")}
         if failure is None:
-            item.update(outcome="completed", result=result)
+            item["outcome"], item["result"] = "completed", result
             if context is not None:
                 item["context"] = context
         else:
-            item.update(outcome="failed", error=failure[0][:20000] or "error", retryable=failure[1])
+            item["outcome"], item["error"], item["retryable"] = "failed", failure[0][:20000] or "error", failure[1]
         took = _since(began)
         try:
             await self.reporter.report(item)

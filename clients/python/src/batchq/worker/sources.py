@@ -5,19 +5,19 @@ Both return messages that are already started (they carry a `lease`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol
 
 from batchq.client import AsyncClient
 from batchq.errors import ApiUnreachable, BatchqError, Conflict
 from batchq.models import Message
 
 log = logging.getLogger("batchq.worker")
-T = TypeVar("T")
 
 MAX_BLOCK_S = 2.0  # longest single XREADGROUP block: a long-poll is several short ones
 AUTOCLAIM_EVERY_S = 1.0  # look for entries whose reader died at most this often per stream
@@ -172,8 +172,9 @@ class QueueStreams:
             if count <= 0 or self._autoclaim_at.get(stream, 0.0) > now:
                 continue
             self._autoclaim_at[stream] = now + AUTOCLAIM_EVERY_S
-            reply = await self._grouped(lambda s=stream: self.redis.xautoclaim(
-                s, self.group, self.source.worker_id, min_idle_time=idle_ms, start_id="0-0", count=count))
+            reply = await self._grouped(functools.partial(
+                self.redis.xautoclaim, stream, self.group, self.source.worker_id, min_idle_time=idle_ms,
+                start_id="0-0", count=count))
             taken = self._keep(stream, reply[1])
             if taken:
                 log.info("took over %d entries of %s whose reader went away", taken, stream, extra={"count": taken})
@@ -182,14 +183,14 @@ class QueueStreams:
     async def _read(self, count: int, wait_s: float) -> None:
         # BLOCK 0 means "forever": block 1 ms .. MAX_BLOCK_S; the fetch loop asks again.
         block = max(1, int(min(wait_s, MAX_BLOCK_S) * 1000)) if wait_s > 0 else None
-        keys = {stream: ">" for stream in self._rotated()}
+        keys: dict[Any, Any] = {stream: ">" for stream in self._rotated()}
         reply = await self._grouped(lambda: self.redis.xreadgroup(
             self.group, self.source.worker_id, keys, count=count, block=block))
         pairs = reply.items() if isinstance(reply, dict) else (reply or [])
         for stream, items in pairs:
-            self._keep(stream, items)
+            self._keep(str(stream), items)
 
-    async def _grouped(self, op: Callable[[], Awaitable[T]]) -> T:
+    async def _grouped(self, op: Callable[[], Awaitable[Any]]) -> Any:
         """Run a stream command; when the stream or its group was deleted (NOGROUP, or UNBLOCKED
         for a read blocked on it), make them again and run it again."""
         from redis.exceptions import ResponseError
@@ -232,7 +233,7 @@ class QueueStreams:
                      extra={"job_id": refused.get("job_id"), "attempt": refused.get("attempt")})
         # Started and refused ones alike are settled: ack them all.
         await self._ack(usable)
-        return cast(list[Message], reply.get("messages", []))
+        return reply.get("messages", [])
 
     async def _ack(self, entries: list[Entry]) -> None:
         try:
