@@ -1,4 +1,4 @@
-# batchq API (and, with another command, a worker).
+# batchq API (and, with another command, a worker: the image has the SDK too).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,7 +10,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv/batchq
 
-# Dependencies first, so code changes do not reinstall them.
+# The SDK first (the `batchq` command, the worker runtime), then the server, which depends on it.
+COPY clients/python ./clients/python
+RUN pip install ./clients/python
 COPY pyproject.toml ./
 COPY app ./app
 RUN pip install .

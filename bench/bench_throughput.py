@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> None:
         worker_cmd = [*command_line(), "worker", "bench.noop:registry", "--queue", "default", "--api-url", url,
                       "--concurrency", str(args.concurrency), "--log-level", "warning"]
         if direct:
-            worker_cmd += ["--broker-url", REDIS_URL, "--prefix", backend.prefix]
+            worker_cmd += ["--broker-url", REDIS_URL]  # the API names the streams
         for i in range(args.workers):
             log = open(tmp / f"worker-{i}.log", "wb")
             logs.append(log)

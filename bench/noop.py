@@ -1,5 +1,5 @@
 """A registry with one no-op job, for the throughput benchmark."""
-from app.worker import Registry
+from batchq import Registry
 
 registry = Registry()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from app.worker import JobContext, JobResult, PermanentError, Registry
+from batchq import JobContext, JobResult, PermanentError, Registry
 
 registry = Registry()
 

@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+# The SDK (clients/python: the `batchq` command) first, then the server.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e clients/python -e .
 exec .venv/bin/batchq serve "$@"

@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The SDK (clients/python, the `batchq` command and worker runtime) first, then the server.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e clients/python -e '.[test]'
 bash scripts/services.sh
-.venv/bin/ruff check app tests bench examples
+.venv/bin/ruff check app clients/python tests bench examples
+.venv/bin/mypy --strict clients/python/src/batchq
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -271,3 +271,22 @@ async def api_factory(backend: str, tmp_path):  # noqa: ANN201
     yield factory
     for stop in reversed(stops):
         await stop()
+
+
+@pytest.fixture
+def procs(tmp_path):  # noqa: ANN201
+    """`procs(**BATCHQ_settings)` -> a Processes with that environment; all are ended afterwards."""
+    from processes import Processes, clean_env
+
+    made: list = []
+
+    def make(**settings: str):  # noqa: ANN202
+        p = Processes(tmp_path, clean_env(**settings))
+        made.append(p)
+        return p
+
+    try:
+        yield make
+    finally:
+        for p in made:
+            p.stop_all()

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -24,91 +20,7 @@ import pytest
 
 from app.cli import command_line
 from conftest import BACKENDS, PG_DB, REDIS_URL, _drop_redis_prefix
-
-ROOT = Path(__file__).resolve().parents[1]
-FINISHED = ("completed", "completed_with_failures", "failed", "cancelled")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Processes:
-    """Starts processes with output in files, and always ends them."""
-
-    def __init__(self, tmp: Path, env: dict[str, str]):
-        self.tmp = tmp
-        self.env = env
-        self.procs: list[tuple[subprocess.Popen, Path]] = []
-
-    def start(self, name: str, *args: str, cwd: Path = ROOT) -> subprocess.Popen:
-        log = self.tmp / f"{name}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([*command_line(), *args], cwd=cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        self.procs.append((proc, log))
-        return proc
-
-    def output(self) -> str:
-        return "\n".join(f"--- {log.name} (exit {p.poll()})\n{log.read_text(errors='replace')[-3000:]}" for p, log in self.procs)
-
-    def stop_all(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc, _ in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def clean_env(**settings: str) -> dict[str, str]:
-    """The parent's environment without BATCHQ_* (so only these settings apply)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHQ_")}
-    env.update(settings)
-    return env
-
-
-def wait_for(check: Callable[[], object], timeout: float, what: str, procs: Processes) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}\n{procs.output()}")
-
-
-def wait_healthy(client: httpx.Client, server: subprocess.Popen, procs: Processes) -> None:
-    def up() -> bool:
-        assert server.poll() is None, f"the server exited\n{procs.output()}"
-        try:
-            return client.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(up, 30, "the server to answer /healthz", procs)
-
-
-def serve(procs: Processes, cwd: Path) -> str:
-    """Start `batchq serve` on a free port and wait until it answers; returns its URL."""
-    port = free_port()
-    server = procs.start("server", "serve", "--port", str(port), "--no-access-log", cwd=cwd)
-    url = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=url, timeout=10) as client:
-        wait_healthy(client, server, procs)
-    return url
-
-
-def finished(client: httpx.Client, batch_id: str, procs: Processes, timeout: float = 30) -> dict:
-    def done() -> dict | None:
-        batch = client.get(f"/v1/batches/{batch_id}").json()
-        return batch if batch["status"] in FINISHED else None
-
-    return wait_for(done, timeout, f"batch {batch_id} to finish", procs)  # type: ignore[return-value]
+from processes import FAST, ROOT, Processes, finished, serve, wait_for
 
 
 def results_by_position(client: httpx.Client, batch_id: str) -> dict[int, object]:
@@ -159,30 +71,6 @@ def run_scenario(procs: Processes, server_cwd: Path, worker_args: list[str]) -> 
         assert detail["result"]["attempt"] == 2
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Callable[..., Processes]]:
-    made: list[Processes] = []
-
-    def make(**settings: str) -> Processes:
-        p = Processes(tmp_path, clean_env(**settings))
-        made.append(p)
-        return p
-
-    try:
-        yield make
-    finally:
-        for p in made:
-            p.stop_all()
-
-
-FAST = dict(
-    BATCHQ_REAPER_INTERVAL_S="0.1",
-    BATCHQ_POLL_INTERVAL_S="0.05",
-    BATCHQ_RETRY_BACKOFF_BASE_S="0.05",
-    BATCHQ_RETRY_BACKOFF_MAX_S="0.2",
-)
-
-
 @pytest.mark.skipif("sqlite" not in BACKENDS, reason="sqlite backend not selected")
 def test_real_server_and_workers_on_the_embedded_default(procs, tmp_path):
     # No database settings: the server creates and migrates ./batchq.db in its directory.
@@ -202,7 +90,7 @@ def test_real_server_and_stream_workers_on_postgres_and_redis(procs, pg_ready):
         BATCHQ_REDIS_PREFIX=prefix,
     )
     try:
-        run_scenario(p, ROOT, ["--broker-url", REDIS_URL, "--prefix", prefix])
+        run_scenario(p, ROOT, ["--broker-url", REDIS_URL])  # the API names the streams
     finally:
         p.stop_all()
         asyncio.run(_drop_redis_prefix(prefix))
@@ -266,4 +154,5 @@ def test_batch_cli_creates_follows_and_reads_a_batch(procs, tmp_path):
     results = json.loads(cli("results", batch_id).stdout)
     assert list(results["results"].values()) == [5] and results["context"] == {"total": 5}
     missing = cli("get", "00000000-0000-0000-0000-000000000000")
-    assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"] == "not_found"
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.startswith("error: not_found: ") and len(missing.stderr.splitlines()) == 1, missing.stderr

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -11,9 +13,10 @@ import pytest
 from redis.asyncio import Redis
 
 from app.broker.redis_streams import GROUP, stream_key
-from app.worker import JobContext, JobResult, Registry, Worker
+from batchq import JobContext, JobResult, Registry, Worker
+from batchq.logs import JsonFormatter
 from examples.registry import registry as examples
-from conftest import REDIS_URL, STREAM_BACKENDS
+from conftest import BACKENDS, REDIS_URL, STREAM_BACKENDS
 
 FINISHED = ("completed", "completed_with_failures", "failed", "cancelled")
 
@@ -188,7 +191,7 @@ async def test_worker_reads_redis_streams_directly(api):
     prefix = api.settings.redis_prefix
     par = await api.create({"jobs": [{"name": "Echo", "args": {"n": i}} for i in range(5)]})
     chain = await api.create({"type": "chain", "jobs": [{"name": "Add", "args": {"value": v}} for v in (1, 2, 3)]})
-    worker = make_worker(api, examples, concurrency=3, broker_url=REDIS_URL, prefix=prefix)
+    worker = make_worker(api, examples, concurrency=3, broker_url=REDIS_URL)
     async with running(worker):
         for batch in (par, chain):
             assert (await api.wait_status(batch["id"], *FINISHED))["status"] == "completed"
@@ -206,7 +209,7 @@ async def test_worker_reads_redis_streams_directly(api):
         await redis.aclose()
 
 
-async def test_worker_sends_the_api_token_when_the_api_requires_one(api_factory):
+async def test_worker_sends_the_api_key_when_the_api_requires_one(api_factory):
     api = await api_factory(api_token="s3cret")
     api.client.headers["Authorization"] = "Bearer s3cret"
     batch = await api.create({"jobs": ["Echo"]})
@@ -214,7 +217,7 @@ async def test_worker_sends_the_api_token_when_the_api_requires_one(api_factory)
     async with running(refused):
         await asyncio.sleep(0.3)  # its claims get 401: nothing runs
     assert (await api.batch(batch["id"]))["completed"] == 0
-    async with running(make_worker(api, examples, api_token="s3cret")):
+    async with running(make_worker(api, examples, api_key="s3cret")):
         assert (await api.wait_status(batch["id"], *FINISHED))["status"] == "completed"
 
 
@@ -225,3 +228,93 @@ async def test_the_api_names_the_streams_a_direct_reader_reads(api):
         assert r.json() == {"group": GROUP, "streams": [stream_key(api.settings.redis_prefix, "default", "images")]}
     else:
         assert r.status_code == 409 and "claim over HTTP" in r.json()["error"]["message"]
+
+
+async def stream_entries(redis: Redis, key: str, count: int, timeout: float = 10.0) -> list:
+    deadline = time.monotonic() + timeout
+    while True:
+        entries = await redis.xrange(key)
+        if len(entries) >= count or time.monotonic() > deadline:
+            return entries
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("backend", STREAM_BACKENDS, indirect=True)
+async def test_a_direct_reader_reads_every_stream_the_api_names(api, caplog):
+    """A queue split over two streams (partitions): the worker reads both, and makes the
+    consumer group of the one that has none yet (NOGROUP) on the spot."""
+    caplog.set_level(logging.INFO, logger="batchq.worker")
+    key = stream_key(api.settings.redis_prefix, "default", "default")
+    other = f"{key}:part-2"
+    api.services.broker.streams = lambda tenant, queue: [key, other]  # what a partitioned broker would name
+    assert (await api.get("/v1/queues/default/streams")).json()["streams"] == [key, other]
+    batch = await api.create({"jobs": [{"name": "Echo", "args": {"n": i}} for i in range(6)]})
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        entries = await stream_entries(redis, key, 6)
+        assert len(entries) == 6
+        for entry_id, fields in entries[::2]:  # move every other entry to the second stream
+            await redis.xadd(other, fields)
+            await redis.xdel(key, entry_id)
+        worker = make_worker(api, examples, concurrency=2, broker_url=REDIS_URL)
+        async with running(worker):
+            assert (await api.wait_status(batch["id"], *FINISHED))["status"] == "completed"
+        assert worker.stats.completed == 6
+        assert any(r.getMessage().startswith("queue default: created consumer group") for r in caplog.records)
+        for stream in (key, other):
+            assert await redis.xlen(stream) == 0
+            assert (await redis.xpending(stream, GROUP))["pending"] == 0
+    finally:
+        await redis.delete(other)
+        await redis.aclose()
+
+
+@pytest.mark.parametrize("backend", STREAM_BACKENDS, indirect=True)
+async def test_a_direct_reader_recreates_a_deleted_stream_group(api, caplog):
+    caplog.set_level(logging.INFO, logger="batchq.worker")
+    key = stream_key(api.settings.redis_prefix, "default", "default")
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    worker = make_worker(api, examples, broker_url=REDIS_URL)
+    try:
+        async with running(worker):
+            first = await api.create({"jobs": ["Echo"]})
+            assert (await api.wait_status(first["id"], *FINISHED))["status"] == "completed"
+            await redis.delete(key)  # the stream and its group are gone (a flush, a failover)
+            second = await api.create({"jobs": ["Echo", "Echo"]})
+            assert (await api.wait_status(second["id"], *FINISHED))["status"] == "completed"
+        assert worker.stats.completed == 3
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+        if api.backend == "pg-redis":  # the API publishes without making the group again: the reader does
+            assert any(r.getMessage().startswith("queue default: created consumer group") for r in caplog.records)
+    finally:
+        await redis.aclose()
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b not in STREAM_BACKENDS][:1], indirect=True)
+async def test_a_direct_reader_claims_over_http_when_the_broker_has_no_streams(api):
+    batch = await api.create({"jobs": ["Echo", "Echo"]})
+    async with running(make_worker(api, examples, broker_url=REDIS_URL)) as worker:
+        assert (await api.wait_status(batch["id"], *FINISHED))["status"] == "completed"
+    assert worker.stats.completed == 2
+
+
+async def test_job_starts_and_ends_are_logged_at_info_and_polls_at_debug(api, caplog):
+    caplog.set_level(logging.DEBUG, logger="batchq")
+    batch = await api.create({"jobs": ["Echo", {"name": "Fail", "args": {"permanent": True}}],
+                              "failure_policy": "allow_failures"})
+    async with running(make_worker(api, examples)) as worker:
+        await api.wait_status(batch["id"], *FINISHED)
+    jobs = {j["name"]: j for j in await api.jobs(batch["id"])}
+    records = [r for r in caplog.records if r.name == "batchq.worker"]
+    polls = [r for r in records if r.getMessage().startswith(("polling", "0 messages"))]
+    assert polls and {r.levelno for r in polls} == {logging.DEBUG}
+    for name, outcome in (("Echo", "completed"), ("Fail", "failed_permanently")):
+        job = jobs[name]
+        mine = [r for r in records if getattr(r, "job_id", None) == job["id"] and r.levelno == logging.INFO]
+        assert [r.getMessage().split()[-1] for r in mine][0] == "started"
+        (end,) = [r for r in mine if getattr(r, "outcome", None)]
+        assert end.outcome == outcome and end.batch_id == batch["id"] and end.attempt == 1
+        assert end.worker == worker.worker_id and end.job_name == name and end.duration_s >= 0
+        line = json.loads(JsonFormatter().format(end))
+        assert {"ts", "level", "logger", "message", "batch_id", "job_id", "attempt", "worker"} <= set(line)
+        assert line["level"] == "INFO" and line["job_id"] == job["id"]

@@ -10,24 +10,30 @@ import asyncio
 import logging
 from typing import Any
 
-from app.worker.client import ApiClient, Rejected
+from batchq.client import AsyncClient
+from batchq.errors import BatchqError, Conflict, NotFound
+from batchq.models import ReportItem, ReportOutcome
 
 log = logging.getLogger(__name__)
 
 
 class Reporter:
-    def __init__(self, client: ApiClient, max_batch: int = 100, max_in_flight: int = 2):
+    def __init__(self, client: AsyncClient, max_batch: int = 100, max_in_flight: int = 2):
         self.client = client
         self.max_batch = max_batch
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._queue: list[tuple[dict[str, Any], asyncio.Future]] = []
+        self._queue: list[tuple[ReportItem, asyncio.Future[ReportOutcome]]] = []
         self._wakeup = asyncio.Event()
-        self._sends: set[asyncio.Task] = set()
+        self._sends: set[asyncio.Task[None]] = set()
         self._pump = asyncio.create_task(self._run(), name="batchq-reporter")
 
-    async def report(self, item: dict[str, Any]) -> dict[str, Any]:
-        """Send one report; returns the API's outcome, raises Rejected on 404/409."""
-        future = asyncio.get_running_loop().create_future()
+    async def report(self, item: ReportItem) -> ReportOutcome:
+        """Send one report; returns the API's outcome, raises NotFound / Conflict when it was refused.
+
+        The call is retried (other URLs, backoff) for the client's `report_retry_s`: reports
+        are idempotent per attempt, so a report whose answer was lost is safely sent again.
+        """
+        future: asyncio.Future[ReportOutcome] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._wakeup.set()
         return await future
@@ -43,9 +49,9 @@ class Reporter:
                 self._sends.add(task)
                 task.add_done_callback(self._sends.discard)
 
-    async def _send(self, batch: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
+    async def _send(self, batch: list[tuple[ReportItem, asyncio.Future[ReportOutcome]]]) -> None:
         try:
-            outcomes = await self.client.reports([item for item, _ in batch])
+            outcomes = await self.client.report_many([item for item, _ in batch])
         except Exception as exc:  # noqa: BLE001 - every waiting report learns of it
             for _, future in batch:
                 if not future.done():
@@ -57,7 +63,7 @@ class Reporter:
                 if outcome.get("status_code") == 200:
                     future.set_result(outcome)
                 else:
-                    future.set_exception(Rejected(outcome.get("status_code", 409), str(outcome.get("error"))))
+                    future.set_exception(refusal(outcome))
         finally:
             self._slots.release()
 
@@ -66,3 +72,13 @@ class Reporter:
             await asyncio.gather(*self._sends, return_exceptions=True)
         self._pump.cancel()
         await asyncio.gather(self._pump, return_exceptions=True)
+
+
+def refusal(outcome: ReportOutcome | dict[str, Any]) -> BatchqError:
+    """The error a refused item of /v1/reports or /v1/starts would have raised on its own."""
+    status = int(outcome.get("status_code") or 409)
+    error = outcome.get("error") or {}
+    code = str(error.get("code", "conflict")) if isinstance(error, dict) else "conflict"
+    message = str(error.get("message", error)) if isinstance(error, dict) else str(error)
+    cls = {404: NotFound, 409: Conflict}.get(status, BatchqError)
+    return cls(status, code, message)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import concurrent.futures
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 
@@ -19,7 +21,8 @@ class JobResult:
     context: dict[str, Any] | None = None
 
 
-AddJobs = Callable[[str, list[Any]], Awaitable[dict[str, Any]]]
+# (batch_id, jobs, idempotency key) -> the API's reply
+AddJobs = Callable[[str, list[Any], str], Awaitable[dict[str, Any]]]
 
 
 @dataclass
@@ -35,12 +38,14 @@ class JobContext:
     compensation: dict[str, Any] | None
     lease: str | None
     timeout_s: float | None
+    lease_expires_at: float | None  # Unix seconds, whatever form the message gave
     message: dict[str, Any] = field(repr=False)
     _add_jobs: AddJobs = field(repr=False)
     _loop: asyncio.AbstractEventLoop = field(repr=False)
+    _added: int = field(default=0, repr=False)
 
     @classmethod
-    def from_message(cls, message: dict[str, Any], add_jobs: AddJobs, loop: asyncio.AbstractEventLoop) -> "JobContext":
+    def from_message(cls, message: Mapping[str, Any], add_jobs: AddJobs, loop: asyncio.AbstractEventLoop) -> "JobContext":
         return cls(
             job_id=message["job_id"],
             batch_id=message["batch_id"],
@@ -53,14 +58,20 @@ class JobContext:
             compensation=message.get("compensation") or (message.get("args") or {}).get("_compensation"),
             lease=message.get("lease"),
             timeout_s=message.get("timeout_s"),
-            message=message,
+            lease_expires_at=epoch_seconds(message.get("lease_expires_at")),
+            message=dict(message),
             _add_jobs=add_jobs,
             _loop=loop,
         )
 
+    def _idempotency_key(self) -> str:
+        # The n-th add of this attempt: a resent request is the same add, a new attempt adds anew.
+        self._added += 1
+        return f"{self.job_id}/{self.attempt}/add/{self._added}"
+
     async def add_jobs_async(self, jobs: list[Any]) -> dict[str, Any]:
-        """Append jobs to this job's batch (for async handlers)."""
-        return await self._add_jobs(self.batch_id, jobs)
+        """Append jobs to this job's batch (for async handlers); returns the API's reply as is."""
+        return await self._add_jobs(self.batch_id, jobs, self._idempotency_key())
 
     def add_jobs(self, jobs: list[Any], timeout: float = 30.0) -> dict[str, Any]:
         """Append jobs to this job's batch (for sync handlers, which run in a worker thread).
@@ -70,8 +81,13 @@ class JobContext:
         """
         if _on_loop_thread(self._loop):
             raise RuntimeError("ctx.add_jobs() would block the event loop: use `await ctx.add_jobs_async(...)`")
-        future = asyncio.run_coroutine_threadsafe(self._add_jobs(self.batch_id, jobs), self._loop)
+        future: concurrent.futures.Future[dict[str, Any]] = asyncio.run_coroutine_threadsafe(
+            self._adding(jobs, self._idempotency_key()), self._loop
+        )
         return future.result(timeout)
+
+    async def _adding(self, jobs: list[Any], key: str) -> dict[str, Any]:
+        return await self._add_jobs(self.batch_id, jobs, key)
 
 
 def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
@@ -79,3 +95,20 @@ def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:  # no loop in this thread: a worker thread
         return False
+
+
+def epoch_seconds(value: Any) -> float | None:
+    """A time as Unix seconds: from a number, or from an RFC 3339 string ("2026-11-27T10:00:00Z")."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        pass
+    try:
+        moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()

@@ -1,8 +1,12 @@
 """The worker runtime: N concurrent slots fed by one fetch loop per queue.
 
 Each message is run by its handler while a heartbeat keeps its lease alive; the outcome is
-reported through a Reporter (POST /v1/reports, coalescing outcomes that finish together). A refused heartbeat (409: the lease expired, the batch was
-cancelled) means someone else owns the job now: the worker stops and reports nothing.
+reported through a Reporter (POST /v1/reports, coalescing outcomes that finish together).
+A refused heartbeat (409: the lease expired, the batch was cancelled) means someone else
+owns the job now: the worker stops and reports nothing.
+
+Logs: a job's start and end at INFO (with batch_id, job_id, attempt, job_name, worker,
+outcome and duration_s as structured fields), polls at DEBUG.
 """
 from __future__ import annotations
 
@@ -15,17 +19,21 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from app.worker.client import ApiClient, Rejected
-from app.worker.context import JobContext, JobResult, PermanentError
-from app.worker.registry import Handler, Registry, is_async
-from app.worker.reporter import Reporter
-from app.worker.sources import ClaimSource, Source, StreamSource
+from batchq._base import DEFAULT_REPORT_RETRY_S, parse_urls
+from batchq.client import AsyncClient
+from batchq.errors import ApiUnreachable, BatchqError
+from batchq.models import Message, ReportItem
+from batchq.worker.context import JobContext, JobResult, PermanentError, epoch_seconds
+from batchq.worker.registry import Handler, Registry, is_async
+from batchq.worker.reporter import Reporter
+from batchq.worker.sources import ClaimSource, Source, StreamSource
 
 log = logging.getLogger("batchq.worker")
 
@@ -34,46 +42,56 @@ log = logging.getLogger("batchq.worker")
 class WorkerStats:
     completed: int = 0
     failed: int = 0
-    abandoned: int = 0  # a heartbeat or report was refused: the attempt was no longer ours
+    abandoned: int = 0  # a heartbeat or report was refused (or never got through): the attempt was no longer ours
 
 
 class Worker:
+    """Runs the handlers of a registry on the messages of one or more queues.
+
+    `api_url` may name several API URLs (a list, or "a,b"): requests go to one and move on to
+    the next when it cannot be reached or answers 502/503/504. Reports and starts are retried
+    with backoff for `report_retry_s`, so an API restart does not lose finished work.
+    """
+
     def __init__(
         self,
-        api_url: str,
+        api_url: str | Sequence[str],
         registry: Registry,
-        queues: list[str] | tuple[str, ...] = ("default",),
+        queues: Sequence[str] = ("default",),
         concurrency: int = 1,
         transport: httpx.AsyncBaseTransport | None = None,
         broker_url: str | None = None,
-        prefix: str = "batchq",
         poll_wait_s: float = 5.0,
         claim_timeout_s: float = 30.0,
         heartbeat_interval_s: float | None = None,
         worker_id: str | None = None,
-        api_token: str | None = None,
+        api_key: str | None = None,
+        report_retry_s: float = DEFAULT_REPORT_RETRY_S,
+        streams_refresh_s: float = 30.0,
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not queues:
             raise ValueError("give at least one queue")
-        self.api_url = api_url
+        self.api_urls = parse_urls(api_url)
         self.registry = registry
         self.queues = list(dict.fromkeys(queues))
         self.concurrency = concurrency
         self.transport = transport
         self.broker_url = broker_url
-        self.prefix = prefix
         self.poll_wait_s = poll_wait_s
         self.claim_timeout_s = claim_timeout_s
         self.heartbeat_interval_s = heartbeat_interval_s  # None: a third of the job's timeout_s
-        self.api_token = api_token  # sent as a bearer token when the API requires one
+        self.api_key = api_key  # sent as a bearer token when the API requires one
+        self.report_retry_s = report_retry_s
+        self.streams_refresh_s = streams_refresh_s
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stats = WorkerStats()
         self._started = False
-        self._tasks: set[asyncio.Task] = set()
-        self._fetchers: list[asyncio.Task] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._fetchers: list[asyncio.Task[None]] = []
         self._last_activity = time.monotonic()
+        self._stop_requested: asyncio.Event | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -84,13 +102,19 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(self.concurrency)
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchq-job")
-        self.client = ApiClient(
-            self.api_url, self.transport, self.poll_wait_s + 30, self.concurrency + len(self.queues) + 4, self.api_token
+        self.client = AsyncClient(
+            self.api_urls,
+            api_key=self.api_key,
+            transport=self.transport,
+            timeout_s=self.poll_wait_s + 30,
+            report_retry_s=self.report_retry_s,
+            max_connections=self.concurrency + len(self.queues) + 4,
         )
         self.reporter = Reporter(self.client)
         self.source: Source
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://", "unix://")):
-            self.source = StreamSource(self.client, self.worker_id, self.broker_url, self.prefix, self.claim_timeout_s)
+            self.source = StreamSource(self.client, self.worker_id, self.broker_url, self.claim_timeout_s,
+                                       self.streams_refresh_s)
         else:
             self.source = ClaimSource(self.client, self.worker_id)
         self._fetchers = [asyncio.create_task(self._fetch_loop(q), name=f"fetch-{q}") for q in self.queues]
@@ -99,8 +123,9 @@ class Worker:
         log.info(
             "worker %s serving %s (concurrency %d, %s) with jobs: %s",
             self.worker_id, ", ".join(self.queues), self.concurrency,
-            "redis streams" if isinstance(self.source, StreamSource) else f"HTTP claim from {self.api_url}",
+            "redis streams" if isinstance(self.source, StreamSource) else f"HTTP claim from {', '.join(self.api_urls)}",
             ", ".join(self.registry.names) or "(none)",
+            extra={"worker": self.worker_id},
         )
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -126,10 +151,12 @@ class Worker:
         await self.client.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._started = False
+        log.info("worker %s stopped (%s)", self.worker_id, self.stats, extra={"worker": self.worker_id})
 
     def request_stop(self) -> None:
         """Ask a running `run()` to stop gracefully (safe from a signal handler)."""
-        self._stop_requested.set()
+        if self._stop_requested is not None:
+            self._stop_requested.set()
 
     async def run(self) -> None:
         """Serve until request_stop() is called."""
@@ -170,11 +197,15 @@ class Worker:
                 await self._slots.acquire()
                 taken += 1
             try:
+                log.debug("polling %s for up to %d messages", queue, taken, extra={"queue": queue, "worker": self.worker_id})
                 messages = await self.source.fetch(queue, taken, self.poll_wait_s)
+                log.debug("%d messages from %s", len(messages), queue,
+                          extra={"queue": queue, "count": len(messages), "worker": self.worker_id})
                 delay = 0.5
             except Exception as exc:  # noqa: BLE001 - the API or Redis may be briefly away
                 messages = []
-                log.warning("fetching from %s failed: %s; retrying in %.1fs", queue, exc, delay)
+                log.warning("fetching from %s failed: %s; retrying in %.1fs", queue, exc, delay,
+                            extra={"queue": queue, "worker": self.worker_id})
                 await self._sleep_unless_stopping(delay)
                 delay = min(delay * 2, 5.0)
             for _ in range(max(0, taken - len(messages))):
@@ -185,7 +216,7 @@ class Worker:
                 self._tasks.add(task)
                 task.add_done_callback(self._job_done)
 
-    def _job_done(self, task: asyncio.Task) -> None:
+    def _job_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slots.release()
         self._last_activity = time.monotonic()
@@ -216,16 +247,24 @@ class Worker:
 
     # ---- running one message -----------------------------------------------------------
 
-    async def _run(self, msg: dict[str, Any]) -> None:
+    def _fields(self, msg: Message, **more: Any) -> dict[str, Any]:
+        """The structured log fields of a job's lines."""
+        return {"batch_id": msg.get("batch_id"), "job_id": msg.get("job_id"), "attempt": msg.get("attempt"),
+                "job_name": msg.get("name"), "queue": msg.get("queue"), "worker": self.worker_id, **more}
+
+    async def _run(self, msg: Message) -> None:
         name = msg.get("name")
-        handler = self.registry.get(name)
+        handler = self.registry.get(name) if name else None
         if handler is None:
             known = ", ".join(self.registry.names) or "none"
             error = f"UnknownJob: no handler for job {name!r} on worker {self.worker_id} (it knows: {known})"
-            log.error("%s", error)
-            await self._report(msg, failure=(error, False))
+            log.error("%s", error, extra=self._fields(msg))
+            await self._report(msg, time.monotonic(), failure=(error, False))
             return
-        ctx = JobContext.from_message(msg, self.client.add_jobs, self._loop)
+        log.info("job %s (%s) attempt %s of batch %s started", msg["job_id"], name, msg["attempt"], msg["batch_id"],
+                 extra=self._fields(msg, kind=msg.get("kind")))
+        began = time.monotonic()
+        ctx = JobContext.from_message(msg, self._add_jobs, self._loop)
         lost = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(msg, lost))
         call = asyncio.create_task(self._call(handler, msg.get("args") or {}, ctx))
@@ -239,22 +278,27 @@ class Worker:
                 call.cancel()  # we were cancelled, or the lease was lost
         if lost.is_set() and not call.done():
             self.stats.abandoned += 1
-            log.warning("job %s attempt %s: lease lost; abandoning it", msg["job_id"], msg["attempt"])
+            log.warning("job %s attempt %s: lease lost; abandoning it", msg["job_id"], msg["attempt"],
+                        extra=self._fields(msg, outcome="abandoned", duration_s=_since(began)))
             return
         try:
             value = call.result()
         except PermanentError as exc:
-            await self._report(msg, failure=(_describe(exc), False))
+            await self._report(msg, began, failure=(_describe(exc), False))
         except asyncio.CancelledError:
             self.stats.abandoned += 1  # lost the lease while finishing, or shutting down
+            log.warning("job %s attempt %s: cancelled", msg["job_id"], msg["attempt"],
+                        extra=self._fields(msg, outcome="abandoned", duration_s=_since(began)))
         except Exception as exc:  # noqa: BLE001 - any handler error fails the attempt
-            log.info("job %s (%s) attempt %s failed: %s", msg["job_id"], name, msg["attempt"], _describe(exc))
-            await self._report(msg, failure=(_describe(exc), True))
+            await self._report(msg, began, failure=(_describe(exc), True))
         else:
             if lost.is_set():
                 self.stats.abandoned += 1
                 return
-            await self._report(msg, value=value)
+            await self._report(msg, began, value=value)
+
+    async def _add_jobs(self, batch_id: str, jobs: list[Any], key: str) -> dict[str, Any]:
+        return dict(await self.client.add_jobs(batch_id, jobs, idempotency_key=key))
 
     async def _call(self, handler: Handler, args: dict[str, Any], ctx: JobContext) -> Any:
         params = (args, ctx) if _wants_context(handler) else (args,)
@@ -263,44 +307,72 @@ class Worker:
         # Sync handlers run in a thread so they never block heartbeats or other slots.
         return await self._loop.run_in_executor(self._executor, functools.partial(handler, *params))
 
-    async def _heartbeat(self, msg: dict[str, Any], lost: asyncio.Event) -> None:
-        timeout = msg.get("timeout_s") or max(1.0, (msg.get("lease_expires_at") or time.time() + 60) - time.time())
+    async def _heartbeat(self, msg: Message, lost: asyncio.Event) -> None:
+        expires = epoch_seconds(msg.get("lease_expires_at")) or time.time() + 60
+        timeout = msg.get("timeout_s") or max(1.0, expires - time.time())
         interval = self.heartbeat_interval_s or max(0.05, float(timeout) / 3)
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.client.heartbeat(msg)
-            except Rejected as exc:
-                log.info("heartbeat of job %s refused (%s)", msg["job_id"], exc)
-                lost.set()
-                return
+                await self.client.heartbeat(msg["job_id"], msg["attempt"], msg.get("lease"))
+            except BatchqError as exc:
+                if exc.status_code in (404, 409):  # the attempt is no longer ours
+                    log.info("heartbeat of job %s refused (%s)", msg["job_id"], exc, extra=self._fields(msg))
+                    lost.set()
+                    return
+                log.warning("heartbeat of job %s failed: %s", msg["job_id"], exc, extra=self._fields(msg))
             except Exception as exc:  # noqa: BLE001 - try again next beat; the lease has slack
-                log.warning("heartbeat of job %s failed: %s", msg["job_id"], exc)
+                log.warning("heartbeat of job %s failed: %s", msg["job_id"], exc, extra=self._fields(msg))
 
-    async def _report(self, msg: dict[str, Any], value: Any = None, failure: tuple[str, bool] | None = None) -> None:
+    async def _report(
+        self, msg: Message, began: float, value: Any = None, failure: tuple[str, bool] | None = None
+    ) -> None:
+        result: Any = None
+        context: Any = None
+        if failure is None:
+            result, context = (value.result, value.context) if isinstance(value, JobResult) else (value, None)
+            problem = _unreportable(result, context)
+            if problem:
+                failure = (problem, False)
+        item: ReportItem = {"job_id": msg["job_id"], "attempt": msg["attempt"], "lease": msg["lease"]}
+        if failure is None:
+            item["outcome"], item["result"] = "completed", result
+            if context is not None:
+                item["context"] = context
+        else:
+            item["outcome"], item["error"], item["retryable"] = "failed", failure[0][:20000] or "error", failure[1]
+        took = _since(began)
         try:
-            if failure is None:
-                result, context = (value.result, value.context) if isinstance(value, JobResult) else (value, None)
-                problem = _unreportable(result, context)
-                if problem:
-                    failure = (problem, False)
-            item: dict[str, Any] = {"job_id": msg["job_id"], "attempt": msg["attempt"], "lease": msg.get("lease")}
-            if failure is None:
-                item.update(outcome="completed", result=result)
-                if context is not None:
-                    item["context"] = context
-                await self.reporter.report(item)
-                self.stats.completed += 1
-            else:
-                item.update(outcome="failed", error=failure[0][:20000] or "error", retryable=failure[1])
-                await self.reporter.report(item)
-                self.stats.failed += 1
-        except Rejected as exc:
+            await self.reporter.report(item)
+        except BatchqError as exc:
             self.stats.abandoned += 1
-            log.warning("report of job %s attempt %s refused: %s", msg["job_id"], msg["attempt"], exc)
-        except Exception:  # noqa: BLE001 - the lease will expire and the job be redelivered
+            log.warning("report of job %s attempt %s refused: %s", msg["job_id"], msg["attempt"], exc,
+                        extra=self._fields(msg, outcome="abandoned", duration_s=took))
+            return
+        except ApiUnreachable as exc:  # the lease will expire and the job be delivered again
             self.stats.abandoned += 1
-            log.exception("could not report job %s attempt %s", msg["job_id"], msg["attempt"])
+            log.error("could not report job %s attempt %s within %.0fs: %s", msg["job_id"], msg["attempt"],
+                      self.report_retry_s, exc, extra=self._fields(msg, outcome="abandoned", duration_s=took))
+            return
+        except Exception:  # noqa: BLE001 - the lease will expire and the job be delivered again
+            self.stats.abandoned += 1
+            log.exception("could not report job %s attempt %s", msg["job_id"], msg["attempt"],
+                          extra=self._fields(msg, outcome="abandoned", duration_s=took))
+            return
+        if failure is None:
+            self.stats.completed += 1
+            log.info("job %s (%s) attempt %s completed in %.3fs", msg["job_id"], msg.get("name"), msg["attempt"], took,
+                     extra=self._fields(msg, outcome="completed", duration_s=took))
+        else:
+            self.stats.failed += 1
+            how = "failed" if failure[1] else "failed for good"
+            log.info("job %s (%s) attempt %s %s in %.3fs: %s", msg["job_id"], msg.get("name"), msg["attempt"], how, took,
+                     failure[0][:500], extra=self._fields(msg, outcome="failed" if failure[1] else "failed_permanently",
+                                                          duration_s=took, error=failure[0][:500]))
+
+
+def _since(began: float) -> float:
+    return round(time.monotonic() - began, 3)
 
 
 def _describe(exc: BaseException) -> str:
