@@ -5,7 +5,7 @@ export { Http, parseUrls, retryAfterMs } from "./http.js";
 export type { HttpOptions, FetchLike, RequestOptions } from "./http.js";
 export { Reporter } from "./reporter.js";
 export type { ReporterOptions } from "./reporter.js";
-export { Worker, Registry, JobResult, parseTimestamp, describe } from "./worker.js";
+export { Worker, Registry, JobResult, parseTimestamp } from "./worker.js";
 export type { Handler, JobContext, WorkerOptions, WorkerStats, StopOptions } from "./worker.js";
 export { consoleLogger } from "./log.js";
 export type { Logger, LogLevel } from "./log.js";

@@ -150,6 +150,8 @@ export class Worker {
   private stopping = new AbortController();
   private started = false;
   private stopped: Promise<void> | null = null;
+  // Resolves on run()'s second signal: give up on running jobs and unsent reports now.
+  private forcedStop: Promise<void> | null = null;
 
   constructor(options: WorkerOptions) {
     const concurrency = options.concurrency ?? 1;
@@ -232,8 +234,6 @@ export class Worker {
     }
   }
 
-  private forcedStop: Promise<void> | null = null;
-
   private whenStopRequested(): Promise<void> {
     const signal = this.stopping.signal;
     return new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener("abort", () => resolve(), { once: true })));
@@ -246,9 +246,11 @@ export class Worker {
     await Promise.all(this.fetchers);
     const jobs = Promise.all([...this.running].map((r) => r.done));
     const limits: Promise<unknown>[] = [jobs];
-    if (timeoutMs !== undefined) limits.push(sleep(timeoutMs));
+    const timer = new AbortController();
+    if (timeoutMs !== undefined) limits.push(sleep(timeoutMs, timer.signal));
     if (this.forcedStop) limits.push(this.forcedStop);
     await Promise.race(limits);
+    timer.abort();
     for (const job of this.running) {
       job.controller.abort(new Error("the worker stopped before the job finished"));
     }
@@ -266,6 +268,10 @@ export class Worker {
     let delay = 500;
     while (!this.stopping.signal.aborted) {
       if (!(await this.slots.acquire(this.stopping.signal))) return;
+      if (this.stopping.signal.aborted) {
+        this.slots.release(); // granted just as the stop came
+        return;
+      }
       let taken = 1;
       while (taken < share && this.slots.tryAcquire()) taken++;
       let messages: Message[] = [];
