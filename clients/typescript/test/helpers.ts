@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { randomBytes } from "node:crypto";
 import type { TestContext } from "node:test";
-import { BatchqClient, Worker, type WorkerOptions, consoleLogger } from "../src/index.js";
+import { BatchqClient, Worker, type LogLevel, type WorkerOptions, consoleLogger } from "../src/index.js";
 
 /** The real batchq server the tests talk to (tests/test_typescript_client.py starts one). */
 export function apiUrl(): string {
@@ -28,7 +28,7 @@ export function startWorker(t: TestContext, options: Partial<WorkerOptions> & Pi
   const worker = new Worker({
     apiUrl: apiUrl(),
     pollWaitS: 1,
-    logger: consoleLogger((process.env["BATCHQ_TEST_LOG_LEVEL"] as "info" | undefined) ?? "error"),
+    logger: consoleLogger((process.env["BATCHQ_TEST_LOG_LEVEL"] as LogLevel | undefined) ?? "silent"),
     ...options,
   });
   worker.start();

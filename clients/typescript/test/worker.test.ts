@@ -26,6 +26,31 @@ test("a parallel batch completes through the worker", { timeout: 60_000 }, async
   assert.equal(worker.stats.completed, 8);
 });
 
+test("at most `concurrency` jobs run at once, over several queues", { timeout: 60_000 }, async (t) => {
+  const [q1, q2] = [queue("limit-a"), queue("limit-b")];
+  let running = 0;
+  let most = 0;
+  const registry = new Registry({
+    Busy: async (args: { i: number }) => {
+      running += 1;
+      most = Math.max(most, running);
+      await sleep(200);
+      running -= 1;
+      return args.i;
+    },
+  });
+  const worker = startWorker(t, { handlers: registry, queues: [q1, q2], concurrency: 2 });
+  const jobs = (n: number) => Array.from({ length: n }, (_, i) => ({ name: "Busy", args: { i } }));
+  const [a, b] = await Promise.all([api.createBatch({ queue: q1, jobs: jobs(5) }), api.createBatch({ queue: q2, jobs: jobs(5) })]);
+  for (const batch of [a, b]) {
+    const done = await api.waitForBatch(batch.id, { timeoutMs: 45_000 });
+    assert.equal(done.status, "completed");
+    assert.equal(done.completed, 5);
+  }
+  assert.equal(worker.stats.completed, 10);
+  assert.ok(most <= 2, `${most} jobs ran at once`);
+});
+
 test("a chain accumulates its context step by step", { timeout: 60_000 }, async (t) => {
   const q = queue("chain");
   startWorker(t, { handlers, queues: [q], concurrency: 2 });
