@@ -192,8 +192,9 @@ export class BatchqClient {
   }
 
   /** Extend the lease of a running attempt; a 404/409 (BatchqError) means the lease is lost. */
-  heartbeat(jobId: string, attempt: number, lease: string | null | undefined): Promise<Record<string, unknown>> {
-    return this.http.request("POST", `/v1/jobs/${seg(jobId)}/heartbeat`, { body: { attempt, lease: lease ?? null }, idempotent: true });
+  heartbeat(jobId: string, attempt: number, lease: string | null | undefined, options: { timeoutMs?: number } = {}): Promise<Record<string, unknown>> {
+    const body = { attempt, lease: lease ?? null };
+    return this.http.request("POST", `/v1/jobs/${seg(jobId)}/heartbeat`, { body, idempotent: true, timeoutMs: options.timeoutMs });
   }
 
   /** Several outcomes in one call; each gets its own `status_code` (200, or 404/409 for it alone). */

@@ -369,12 +369,14 @@ export class Worker {
 
   private async heartbeat(message: Message, job: AbortController, state: { handlerDone: boolean; stop: AbortController }): Promise<void> {
     const interval = this.heartbeatIntervalMs ?? Math.max(50, (leaseSeconds(message) * 1000) / 3);
+    // A heartbeat unanswered for half a lease is given up (or sent to the next URL) in time for another.
+    const timeoutMs = Math.min(30_000, Math.max(2_000, interval * 1.5));
     const until = state.stop.signal;
     for (;;) {
       await sleep(interval, until);
       if (until.aborted) return;
       try {
-        await this.client.heartbeat(message.job_id, message.attempt, message.lease);
+        await this.client.heartbeat(message.job_id, message.attempt, message.lease, { timeoutMs });
         this.stats.heartbeats += 1;
       } catch (err) {
         if (err instanceof BatchqError && (err.status === 404 || err.status === 409)) {
