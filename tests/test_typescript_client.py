@@ -109,6 +109,16 @@ def install(npm: str, env: dict[str, str]) -> None:
     STAMP.write_text(wanted)
 
 
+def failures(tap: str) -> str:
+    """Each failing test of node's TAP output with its details (they may be far from the end)."""
+    lines = tap.splitlines()
+    picked: list[str] = []
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("not ok"):
+            picked += [*lines[max(0, i - 1) : i + 40], "..."]
+    return "\n".join(picked)[-20000:] or "(none reported)"
+
+
 @pytest.mark.timeout(300)
 def test_typescript_client_and_worker(server: str) -> None:
     node, npm = tool("node"), tool("npm")
@@ -121,6 +131,9 @@ def test_typescript_client_and_worker(server: str) -> None:
     install(npm, env)
     done = run([npm, "test"], env, timeout=240)
     if done.returncode != 0:
-        pytest.fail(f"npm test failed ({done.returncode})\n{done.stdout[-12000:]}\n{done.stderr[-4000:]}")
+        pytest.fail(
+            f"npm test failed ({done.returncode})\n--- failing tests\n{failures(done.stdout)}\n"
+            f"--- end of the output\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        )
     summary = dict(re.findall(r"^# (tests|pass|fail) (\d+)$", done.stdout, re.MULTILINE))
     assert summary.get("fail") == "0" and int(summary.get("pass", 0)) > 0, done.stdout[-4000:]
