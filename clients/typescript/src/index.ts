@@ -1,0 +1,12 @@
+export { BatchqClient, sleep } from "./client.js";
+export type { ClientOptions, CreateOptions, ListBatchesOptions, ListJobsOptions, ClaimOptions, WaitOptions } from "./client.js";
+export { BatchqError, PermanentError } from "./errors.js";
+export { Http, parseUrls, retryAfterMs } from "./http.js";
+export type { HttpOptions, FetchLike, RequestOptions } from "./http.js";
+export { Reporter } from "./reporter.js";
+export type { ReporterOptions } from "./reporter.js";
+export { Worker, Registry, JobResult, parseTimestamp } from "./worker.js";
+export type { Handler, JobContext, WorkerOptions, WorkerStats, StopOptions } from "./worker.js";
+export { consoleLogger } from "./log.js";
+export type { Logger, LogLevel } from "./log.js";
+export * from "./types.js";
