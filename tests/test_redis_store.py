@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
-from app.store import redis as redis_store
+from app.store import redis_scripts as lua
 from conftest import REDIS_URL, start_api
 
 TTL = 3600
@@ -76,8 +76,8 @@ async def test_two_replicas_completing_the_last_two_jobs_finish_the_batch_once(r
         for m in msgs[:4]:
             await (a if m["position"] % 2 else b).complete(m)
         r1, r2 = await asyncio.gather(
-            a.post(f"/v1/jobs/{msgs[4]['job_id']}/complete", {"attempt": 1, "result": 4}),
-            b.post(f"/v1/jobs/{msgs[5]['job_id']}/complete", {"attempt": 1, "result": 5}),
+            a.post(f"/v1/jobs/{msgs[4]['job_id']}/complete", {"attempt": 1, "lease": msgs[4]["lease"], "result": 4}),
+            b.post(f"/v1/jobs/{msgs[5]['job_id']}/complete", {"attempt": 1, "lease": msgs[5]["lease"], "result": 5}),
         )
         assert r1.status_code == r2.status_code == 200, (r1.text, r2.text)
         final = await b.batch(batch["id"])
@@ -125,20 +125,18 @@ async def test_two_replicas_completing_the_last_two_jobs_finish_the_batch_once(r
     assert results == {x["job_id"]: "x", y["job_id"]: "y"}
 
 
-async def batch_keys(raw: Redis, prefix: str, batch_id: str, job_ids: set[str]) -> dict[str, int]:
+async def batch_keys(raw: Redis, prefix: str, batch_id: str) -> dict[str, int]:
     """TTL of every key that belongs to one batch (SCAN is fine in a test, never on a request)."""
-    keys = {}
-    async for key in raw.scan_iter(match=f"{prefix}:*", count=1000):
-        if batch_id in key or any(j in key for j in job_ids):
-            keys[key] = await raw.ttl(key)
-    return keys
+    return {key: await raw.ttl(key) async for key in raw.scan_iter(match=f"{prefix}:{{{batch_id}}}:*", count=1000)}
 
 
-async def job_ids(api, batch_id: str) -> set[str]:
-    """Ids of the batch's jobs and webhooks (their keys do not name the batch)."""
-    jobs = {j["id"] for j in await api.jobs(batch_id)}
-    hooks = (await api.get(f"/v1/batches/{batch_id}/callbacks")).json()["webhooks"]
-    return jobs | {w["id"] for w in hooks}
+def test_the_keys_of_one_batch_share_a_cluster_slot():
+    from redis.crc import key_slot
+
+    from app.store.redis_keys import Keys
+
+    keys = Keys("batchq").batch_keys(str(uuid.uuid4()))
+    assert len({key_slot(k.encode()) for k in keys}) == 1
 
 
 async def test_finished_batches_expire_and_running_ones_do_not(replicas, raw_redis):
@@ -164,16 +162,16 @@ async def test_finished_batches_expire_and_running_ones_do_not(replicas, raw_red
     assert report["name"] == "Report"
     await api.complete(report)  # a write to an already finished batch keeps the TTL
 
-    keys = await batch_keys(raw_redis, prefix, done["id"], await job_ids(api, done["id"]))
-    kinds = {k[len(prefix) + 1 :].split(":")[0] for k in keys}
-    assert {"batch", "job", "attempts", "bjobs", "events", "webhooks", "webhook"} <= kinds, kinds
+    keys = await batch_keys(raw_redis, prefix, done["id"])
+    kinds = {k.split("}:", 1)[1].split(":")[0] for k in keys}
+    assert {"batch", "jobs", "state", "error", "result", "att", "ev", "wh", "whl", "z"} <= kinds, kinds
     for key, ttl in keys.items():
         assert TTL - 60 < ttl <= TTL, (key, ttl)
 
-    keys = await batch_keys(raw_redis, prefix, running["id"], await job_ids(api, running["id"]))
-    assert keys and all(ttl == -1 for ttl in keys.values()), keys
-    # Shared keys (indexes, streams, leases, counters) never expire.
-    for key in [f"{prefix}:batches:created", f"{prefix}:leases", f"{prefix}:event_seq", f"{prefix}:queues"]:
+    keys = await batch_keys(raw_redis, prefix, running["id"])
+    assert keys and all(ttl == -1 for ttl in keys.values()), {k: t for k, t in keys.items() if t != -1}
+    # Shared keys (indexes, gauges, streams) never expire.
+    for key in [f"{prefix}:list:default", f"{prefix}:active", f"{prefix}:qc", f"{prefix}:queues"]:
         assert await raw_redis.ttl(key) == -1, key
     # Listing still works and finds both.
     listed = {b["id"] for b in (await api.get("/v1/batches")).json()["batches"]}
@@ -188,19 +186,18 @@ async def test_a_retried_finished_batch_loses_its_ttl_and_gets_it_back(replicas,
     await api.complete(msgs["Ok"])
     await api.fail(msgs["Bad"], "nope")
     assert (await api.batch(batch["id"]))["status"] == "completed_with_failures"
-    ids = await job_ids(api, batch["id"])
-    assert all(ttl > 0 for ttl in (await batch_keys(raw_redis, prefix, batch["id"], ids)).values())
+    assert all(ttl > 0 for ttl in (await batch_keys(raw_redis, prefix, batch["id"])).values())
 
     r = await api.post(f"/v1/batches/{batch['id']}/retry")
     assert r.status_code == 200, r.text
     assert (await api.batch(batch["id"]))["status"] == "running"
-    keys = await batch_keys(raw_redis, prefix, batch["id"], ids)
-    assert keys and all(ttl == -1 for ttl in keys.values()), keys
+    keys = await batch_keys(raw_redis, prefix, batch["id"])
+    assert keys and all(ttl == -1 for ttl in keys.values()), {k: t for k, t in keys.items() if t != -1}
 
     (again,) = await api.claim_until(1)
     await api.complete(again)
     assert (await api.batch(batch["id"]))["status"] == "completed"
-    keys = await batch_keys(raw_redis, prefix, batch["id"], ids)
+    keys = await batch_keys(raw_redis, prefix, batch["id"])
     assert all(TTL - 60 < ttl <= TTL for ttl in keys.values()), keys
 
 
@@ -209,10 +206,10 @@ async def test_expired_batches_disappear_from_listings(replicas, raw_redis):
     prefix = api.settings.redis_prefix
     first = await api.create({"jobs": ["A"]})
     second = await api.create({"jobs": ["B"]})
-    await raw_redis.delete(f"{prefix}:batch:{first['id']}")  # as if its TTL ran out
+    await raw_redis.delete(f"{prefix}:{{{first['id']}}}:batch")  # as if its TTL ran out
     listed = [b["id"] for b in (await api.get("/v1/batches")).json()["batches"]]
     assert listed == [second["id"]]
-    assert await raw_redis.zscore(f"{prefix}:batches:created", first["id"]) is None  # dropped lazily
+    assert await raw_redis.zscore(f"{prefix}:list:default", first["id"]) is None  # dropped lazily
     assert (await api.get(f"/v1/batches/{first['id']}")).status_code == 404
 
 
@@ -243,12 +240,7 @@ async def test_no_keys_or_scan_on_any_path(replicas, sent_commands):
     await asyncio.sleep(0.2)  # background loops: relay, reaper, webhooks
     assert sum(sent_commands.values()) > 50
     assert not {"KEYS", "SCAN"} & set(sent_commands), sent_commands
-    for script in (
-        redis_store.COMMIT_LUA,
-        redis_store.RELAY_LUA,
-        redis_store.CLAIM_WEBHOOKS_LUA,
-        redis_store.SAVE_WEBHOOK_LUA,
-    ):
+    for script in (lua.COMMIT, lua.LOCK, lua.UNLOCK, lua.SETTLE_INDEX, lua.CLAIM_HOOKS):
         assert "'KEYS'" not in script.upper() and "'SCAN'" not in script.upper()
 
 

@@ -116,8 +116,6 @@ class Step:
         job.queued_at = self.now
         job.available_at = self.now + delay
         job.lease = job.lease_expires_at = job.started_at = job.worker = None
-        if job.compensation is not None and job.kind == JobKind.JOB and self.batch.type == BatchType.CHAIN:
-            job.context_in = dict(self.batch.context)  # what its compensation will be told
         self.uow.save_job(job)
         self.uow.enqueue(Message(self.batch.tenant, job.queue, job.batch_id, job.position, job.attempts, job.available_at))
 
@@ -129,8 +127,7 @@ class Step:
 
     def _dispatch_waiting(self, kind: JobKind, n: int) -> None:
         move_jobs(self.batch, kind, JobStatus.WAITING, JobStatus.QUEUED, n)
-        context_in = dict(self.batch.context) if self.batch.type == BatchType.CHAIN and kind == JobKind.JOB else None
-        self.uow.bulk(Dispatch(kind, n, self.now, context_in))
+        self.uow.bulk(Dispatch(kind, n, self.now))
 
     def move_all(self, kind: JobKind, frm: Iterable[JobStatus], to: JobStatus, **how: Any) -> int:
         """Move every job of `kind` in `frm` to `to`, set-based; returns how many moved."""
@@ -146,6 +143,19 @@ class Step:
         return moved
 
     # ---- job outcomes -----------------------------------------------------------------------
+
+    def start(self, job: Job, lease: str, worker: str | None) -> None:
+        """A worker takes the job's queued attempt under a fresh lease."""
+        move_job(self.batch, job, JobStatus.RUNNING)
+        job.lease = lease
+        job.lease_expires_at = self.now + job.timeout_s
+        job.started_at = self.now
+        job.worker = worker
+        if job.compensation is not None and job.kind == JobKind.JOB and self.batch.type == BatchType.CHAIN:
+            # What its compensation will be told. A chain runs one step at a time, so the
+            # context cannot change between this step's dispatch and its start.
+            job.context_in = dict(self.batch.context)
+        self.uow.save_job(job)
 
     def _end_attempt(self, job: Job, status: AttemptStatus, error: str | None = None) -> None:
         self.uow.add_attempt(

@@ -251,12 +251,7 @@ class Orchestrator:
                         state = job.status if job.attempts == attempt else f"superseded by attempt {job.attempts}"
                         no.append((job_id, attempt, Conflict(f"attempt {attempt} of job {job_id} is {state}; it cannot start")))
                     else:
-                        move_job(uow.batch, job, JobStatus.RUNNING)
-                        job.lease = secrets.token_hex(16)
-                        job.lease_expires_at = step.now + job.timeout_s
-                        job.started_at = step.now
-                        job.worker = worker
-                        uow.save_job(job)
+                        step.start(job, secrets.token_hex(16), worker)
                         out.append(rules.build_message(uow.batch, job))
                 return out, no
 
@@ -268,7 +263,7 @@ class Orchestrator:
             refused += no
         order = {d: i for i, d in enumerate(deliveries)}
         refused.sort(key=lambda r: order.get((r[0], r[1]), 0))
-        started = [started_by_id[j] for j, _ in deliveries if j in started_by_id]
+        started = [started_by_id.pop(j) for j, _ in deliveries if j in started_by_id]  # each once, in delivery order
         self.metrics.inc("batchq_messages_delivered_total", len(started))
         return started, refused
 

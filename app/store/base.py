@@ -35,7 +35,7 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from app.domain import rules
 from app.domain.models import Attempt, Batch, Event, Job, Message, Webhook
@@ -80,13 +80,12 @@ class BulkMove:
 class Dispatch:
     """Dispatch the `limit` waiting jobs of `kind` with the lowest positions (the counts moved already).
 
-    Each gets its next attempt, due now; `context_in` is kept on those with a compensation.
+    Each gets its next attempt, due now.
     """
 
     kind: JobKind
     limit: int
     now: float
-    context_in: dict[str, Any] | None = None
 
 
 @dataclass

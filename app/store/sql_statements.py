@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, literal, or_, select, update
 
 from app.domain.states import JobKind, JobStatus
 from app.store import sql_schema as t
@@ -126,16 +126,7 @@ def dispatch(batch_id: str, tenant: str, op: Dispatch) -> list[Any]:
         select(literal(tenant), j.queue, j.batch_id, j.position, j.attempts + 1, literal(op.now), literal(0))
         .where(j.batch_id == batch_id, j.position.in_(picked)),
     )
-    values: dict[str, Any] = {
-        "status": JobStatus.QUEUED.value,
-        "attempts": j.attempts + 1,
-        "queued_at": op.now,
-        "available_at": op.now,
-    }
-    if op.context_in is not None:
-        values["context_in"] = case(
-            (j.compensation.is_not(None), bindparam("context_in", op.context_in, type_=t.Json)), else_=j.context_in
-        )
+    values = {"status": JobStatus.QUEUED.value, "attempts": j.attempts + 1, "queued_at": op.now, "available_at": op.now}
     queue = update(t.jobs).where(j.batch_id == batch_id, j.position.in_(picked)).values(**values)
     return [outbox, queue]
 

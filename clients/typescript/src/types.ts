@@ -15,14 +15,13 @@ export type JsonObject = { [key: string]: unknown };
 
 export type BatchType = "parallel" | "chain";
 export type BatchStatus =
-  | "pending"
   | "running"
   | "compensating"
   | "completed"
   | "completed_with_failures"
   | "failed"
   | "cancelled";
-export type JobStatus = "pending" | "waiting" | "queued" | "running" | "completed" | "failed" | "cancelled";
+export type JobStatus = "waiting" | "queued" | "running" | "completed" | "failed" | "cancelled";
 export type JobKind = "job" | "compensation" | "callback";
 export type FailurePolicy = "fail_fast" | "allow_failures";
 
@@ -88,19 +87,19 @@ export interface Progress {
   batch_id?: string;
   status: BatchStatus | (string & {});
   type: BatchType | (string & {});
+  /** The batch's own jobs (compensations and callbacks are not counted). */
   total: number;
+  /** Not dispatched yet: a later chain step, over max_concurrency, or retried. */
+  waiting: number;
+  /** A message is on its way to a worker. */
+  queued: number;
+  /** A worker holds the lease. */
+  running: number;
   completed: number;
   failed: number;
   cancelled: number;
-  /** New counter names (being introduced); older servers send `pending` / `in_flight`. */
-  waiting?: number;
-  queued?: number;
-  running?: number;
-  /** Older counter names. */
-  pending?: number;
-  in_flight?: number;
   percentage: number;
-  compensations?: { open: number; completed: number; failed: number };
+  compensations?: { open: number; completed: number; failed: number; cancelled: number };
   [key: string]: unknown;
 }
 
@@ -182,13 +181,17 @@ export interface Results {
 }
 
 export interface AddJobsReply {
+  /** The batch, without its context. */
   batch: Batch;
-  jobs: Job[];
+  added: number;
+  job_ids: string[];
 }
 
 export interface RetryReply {
+  /** The batch, without its context. */
   batch: Batch;
-  retried: string[];
+  /** How many jobs run again. */
+  retried: number;
 }
 
 export interface BatchEvent {
@@ -222,7 +225,7 @@ export interface QueueInfo {
   declared: boolean;
   depth: number;
   queued: number;
-  in_flight: number;
+  running: number;
   oldest_age_s: number;
   [key: string]: unknown;
 }

@@ -74,7 +74,7 @@ test("add jobs, cancel, and a 409 once the batch has ended", { timeout: 60_000 }
   const batch = await api.createBatch({ queue: q, jobs: ["Noop"] });
   const added = await api.addJobs(batch.id, ["Noop", { name: "Echo", args: { y: 2 } }]);
   assert.equal(added.batch.total, 3);
-  assert.deepEqual(added.jobs.map((j) => j.name), ["Noop", "Echo"]);
+  assert.deepEqual(added.job_ids, [`${batch.id}.1`, `${batch.id}.2`]);
 
   const cancelled = await api.cancelBatch(batch.id);
   assert.equal(cancelled.status, "cancelled");
@@ -98,13 +98,13 @@ test("retry a failed batch, and retry chosen jobs", { timeout: 60_000 }, async (
   assert.equal(failed.length, 2);
 
   const one = await api.retryJobs(batch.id, [failed[0]!]);
-  assert.deepEqual(one.retried, [failed[0]]);
+  assert.equal(one.retried, 1);
   done = await api.waitForBatch(batch.id, { timeoutMs: 45_000 });
   assert.equal(done.status, "completed_with_failures");
   assert.equal((await api.getJob(batch.id, failed[0]!)).attempts, 2);
 
   const all = await api.retryBatch(batch.id);
-  assert.deepEqual([...all.retried].sort(), [...failed].sort());
+  assert.equal(all.retried, 2);
   done = await api.waitForBatch(batch.id, { timeoutMs: 45_000 });
   assert.equal(done.status, "completed_with_failures");
 

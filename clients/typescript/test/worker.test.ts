@@ -178,7 +178,7 @@ test("ctx.addJobs appends jobs to the running batch", { timeout: 60_000 }, async
   const registry = new Registry({
     Spawn: async (args: { n: number }, ctx: JobContext) => {
       const reply = await ctx.addJobs(Array.from({ length: args.n }, (_, i) => ({ name: "Child", args: { i } })));
-      return reply.jobs.length;
+      return reply.added;
     },
     Child: (args: { i: number }) => args.i * 10,
   });

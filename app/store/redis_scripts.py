@@ -1,0 +1,200 @@
+"""The Lua scripts of the Redis store, and the command language of its commit.
+
+Commit (COMMIT): one script applies one operation's change set to one batch, atomically.
+KEYS are the batch's keys in redis_keys.BATCH_KEYS order (so a cluster routes it to the
+batch's slot; no key is built at run time). ARGV[1] is the commit time (Unix seconds, as
+Python's repr); then come commands, each `NAME, ARGC, ARG…`:
+
+  checks (all come first; the first that fails ends the script, nothing written):
+    NEW                         the batch must not exist yet
+    FREE                        no other operation holds the batch's lock
+    LOCKED token                this operation holds it
+    VERSION v                   the batch's version is still v
+    QUIET d_open d_in_flight d_processed
+                                rules.quiet holds on the current counts (FAST commits)
+    JOB position status attempt the job is still as the operation read it
+  writes:
+    CALL command key_index arg… one Redis command on KEYS[key_index]
+    EVENT json                  append an event, its id from the batch's `seq`
+    MOVE kind_from all_from kind_to all_to status now revive ended batch_id
+                                move every job of one zset to a status (set-based), editing
+                                state strings, outbox, leases and ended attempts on the way
+    DISPATCH kind_waiting all_waiting kind_queued all_queued limit now
+                                queue the `limit` waiting jobs with the lowest positions
+    TTL seconds                 expire every key of the batch (> 0) or persist them (-1)
+    UNLOCK                      release the batch's lock
+It returns {1, field, delta, …}: the queue counts ("queue\\x1fstatus") the set-based
+commands moved, for the shared gauges; or {0, reason} when a check failed.
+"""
+from __future__ import annotations
+
+# The job state string's fields, 1-based in Lua (see redis_codec.STATE).
+STATE_FIELDS = "1 queue, 2 status, 3 attempts, 4 attempt_base, 5 available_at, 6 lease, 7 lease_expires_at, 8 started_at, 9 worker, 10 queued_at, 11 finished_at"
+
+COMMIT = r"""
+local SEP = '\31'
+local B, STATE, ERR, ATT, EV, LEASE, OUT = KEYS[1], KEYS[3], KEYS[4], KEYS[7], KEYS[8], KEYS[11], KEYS[12]
+local now = ARGV[1]
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local moved = {}
+
+local function split(s)
+  local t, i = {}, 1
+  for f in (s .. SEP):gmatch('(.-)' .. SEP) do t[i] = f; i = i + 1 end
+  return t
+end
+local function join(t) return table.concat(t, SEP, 1, 11) end
+local function count(queue, status, d)
+  if status == 'queued' or status == 'running' then
+    local k = queue .. SEP .. status
+    moved[k] = (moved[k] or 0) + d
+  end
+end
+local function null_or(s, quoted) if s == '' then return 'null' end if quoted then return cjson.encode(s) end return s end
+
+local check = {}
+function check.NEW() if redis.call('EXISTS', B) == 1 then return 'the batch exists' end end
+function check.FREE()
+  local lk = redis.call('HMGET', B, 'lk', 'lkx')
+  if lk[1] and lk[1] ~= '' and tonumber(lk[2]) > now_ms then return 'the batch is locked' end
+end
+function check.LOCKED(token) if redis.call('HGET', B, 'lk') ~= token then return 'the lock was lost' end end
+function check.VERSION(v) if redis.call('HGET', B, 'v') ~= v then return 'the batch moved' end end
+function check.QUIET(d_open, d_in_flight, d_processed)
+  local c = redis.call('HMGET', B, 'st', 'er', 'jobs_waiting', 'jobs_queued', 'jobs_running',
+                       'jobs_completed', 'jobs_failed', 'jobs_cancelled')
+  if c[1] ~= 'running' or (c[2] and c[2] ~= '') then return 'not quiet' end
+  local w, q, r = tonumber(c[3]), tonumber(c[4]), tonumber(c[5])
+  local p = tonumber(c[6]) + tonumber(c[7]) + tonumber(c[8])
+  local total = w + q + r + p
+  if tonumber(d_in_flight) < 0 and w > 0 then return 'not quiet' end
+  if w + q + r + tonumber(d_open) <= 0 then return 'not quiet' end
+  if math.floor(10 * p / total) ~= math.floor(10 * (p + tonumber(d_processed)) / total) then return 'not quiet' end
+end
+function check.JOB(position, status, attempt)
+  local s = redis.call('HGET', STATE, position)
+  if not s then return 'a job is gone' end
+  local f = split(s)
+  if f[2] ~= status or f[3] ~= attempt then return 'a job moved' end
+end
+
+local write = {}
+function write.CALL(args)
+  redis.call(args[1], KEYS[tonumber(args[2])], unpack(args, 3))
+end
+function write.EVENT(args)
+  local id = redis.call('HINCRBY', B, 'seq', 1)
+  redis.call('ZADD', EV, id, id .. '\n' .. args[1])
+end
+function write.MOVE(a)
+  local kind_from, all_from, kind_to, all_to = KEYS[tonumber(a[1])], KEYS[tonumber(a[2])], KEYS[tonumber(a[3])], KEYS[tonumber(a[4])]
+  local to, at, revive, ended, batch_id = a[5], a[6], a[7] == '1', a[8], a[9]
+  local finished = to == 'completed' or to == 'failed' or to == 'cancelled'
+  for _, p in ipairs(redis.call('ZRANGE', kind_from, 0, -1)) do
+    local f = split(redis.call('HGET', STATE, p))
+    local old = f[2]
+    if old == 'running' then
+      if ended ~= '' then
+        redis.call('HSET', ATT, p .. '.' .. f[3], '{"batch_id":' .. cjson.encode(batch_id) .. ',"position":' .. p ..
+          ',"attempt":' .. f[3] .. ',"status":"' .. ended .. '","worker":' .. null_or(f[9], true) ..
+          ',"error":null,"queued_at":' .. null_or(f[10]) .. ',"started_at":' .. null_or(f[8]) .. ',"finished_at":' .. at .. '}')
+      end
+      redis.call('ZREM', LEASE, p)
+    elseif old == 'queued' then
+      redis.call('ZREM', OUT, p .. SEP .. f[3] .. SEP .. f[1])
+    end
+    count(f[1], old, -1)
+    count(f[1], to, 1)
+    f[2], f[5], f[6], f[7], f[8], f[9] = to, '', '', '', '', ''
+    if revive then
+      f[4], f[11] = f[3], ''
+      redis.call('HDEL', ERR, p)
+    elseif finished then
+      f[11] = at
+    end
+    redis.call('HSET', STATE, p, join(f))
+    redis.call('ZREM', all_from, p)
+    redis.call('ZADD', kind_to, p, p)
+    redis.call('ZADD', all_to, p, p)
+  end
+  redis.call('DEL', kind_from)
+end
+function write.DISPATCH(a)
+  local kind_w, all_w, kind_q, all_q = KEYS[tonumber(a[1])], KEYS[tonumber(a[2])], KEYS[tonumber(a[3])], KEYS[tonumber(a[4])]
+  local limit, at = tonumber(a[5]), a[6]
+  for _, p in ipairs(redis.call('ZRANGE', kind_w, 0, limit - 1)) do
+    local f = split(redis.call('HGET', STATE, p))
+    f[2], f[3], f[5], f[10] = 'queued', tostring(tonumber(f[3]) + 1), at, at
+    f[6], f[7], f[8], f[9] = '', '', '', ''
+    redis.call('HSET', STATE, p, join(f))
+    redis.call('ZADD', OUT, at, p .. SEP .. f[3] .. SEP .. f[1])
+    count(f[1], 'queued', 1)
+    redis.call('ZREM', kind_w, p)
+    redis.call('ZREM', all_w, p)
+    redis.call('ZADD', kind_q, p, p)
+    redis.call('ZADD', all_q, p, p)
+  end
+end
+function write.TTL(args)
+  local ttl = tonumber(args[1])
+  for _, key in ipairs(KEYS) do
+    if ttl > 0 then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
+  end
+end
+function write.UNLOCK() redis.call('HDEL', B, 'lk', 'lkx') end
+
+local i = 2
+while i <= #ARGV do
+  local name, argc = ARGV[i], tonumber(ARGV[i + 1])
+  local args = {unpack(ARGV, i + 2, i + 1 + argc)}
+  if check[name] then
+    local failed = check[name](unpack(args))
+    if failed then return {0, failed} end
+  else
+    write[name](args)
+  end
+  i = i + 2 + argc
+end
+local out = {1}
+for k, d in pairs(moved) do
+  if d ~= 0 then out[#out + 1] = k; out[#out + 1] = tostring(d) end
+end
+return out
+"""
+
+# Take a batch's lock and read it. KEYS[1] batch hash; ARGV token, ttl_ms.
+# {1, HGETALL…} taken; {0, ms left} held by another operation; {-1} no such batch.
+LOCK = r"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local lk = redis.call('HMGET', KEYS[1], 'lk', 'lkx')
+if lk[1] and lk[1] ~= '' and tonumber(lk[2]) > now then return {0, tonumber(lk[2]) - now} end
+redis.call('HSET', KEYS[1], 'lk', ARGV[1], 'lkx', now + tonumber(ARGV[2]))
+return {1, redis.call('HGETALL', KEYS[1])}
+"""
+
+# Release a lock this operation still holds. KEYS[1] batch hash; ARGV token.
+UNLOCK = r"""
+if redis.call('HGET', KEYS[1], 'lk') == ARGV[1] then redis.call('HDEL', KEYS[1], 'lk', 'lkx') return 1 end
+return 0
+"""
+
+# A shared index's entry moves only if nobody moved it since it was read: another process
+# may have just announced new work for that batch. KEYS[1] zset; ARGV member, score read,
+# new score or "" (remove).
+SETTLE_INDEX = r"""
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s or tonumber(s) ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[1]) else redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
+return 1
+"""
+
+# Take due webhooks and hide them from other senders for a while. KEYS[1] the index;
+# ARGV now, limit, hidden until.
+CLAIM_HOOKS = r"""
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[3], m) end
+return due
+"""
