@@ -189,16 +189,17 @@ class Core:
             max_concurrency=limit, callbacks=Callbacks.of(callbacks), defaults={},
         )  # fmt: skip
 
-    def due(self, batch_id: str | None = None) -> list[Message]:
+    def due(self, batch_id: str | None = None, max: int | None = None) -> list[Message]:
         """Messages whose time has come (a broker would hand them out), taken off the outbox."""
         now = self.clock()
-        due = [m for m in self.store.messages if m.available_at <= now and batch_id in (None, m.batch_id)]
+        due = [m for m in self.store.messages if m.available_at <= now and batch_id in (None, m.batch_id)][:max]
         self.store.messages = [m for m in self.store.messages if m not in due]
         return due
 
-    async def claim(self, batch_id: str | None = None) -> list[dict[str, Any]]:
-        """Start every due attempt, as a worker's claim does (refused ones are dropped)."""
-        started, _ = await self.orc.start_many(None, [(m.payload()["job_id"], m.attempt) for m in self.due(batch_id)])
+    async def claim(self, batch_id: str | None = None, max: int | None = None) -> list[dict[str, Any]]:
+        """Start the due attempts, as a worker's claim does (refused ones are dropped)."""
+        due = self.due(batch_id, max)
+        started, _ = await self.orc.start_many(None, [(m.payload()["job_id"], m.attempt) for m in due])
         return started
 
     async def complete(self, msg: dict[str, Any], result: Any = None, context: dict | None = None) -> dict[str, Any]:
