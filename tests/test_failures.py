@@ -373,3 +373,19 @@ async def test_cancel_during_a_saga_cancels_its_open_compensations(api):
     await api.complete(undo_c, expect=409)
     assert await api.claim(max=10, wait_s=0.3) == []  # no further compensation starts
 
+
+async def test_fail_fast_parallel_batch_compensates_then_waits_for_its_running_jobs(api):
+    batch = await api.create({"jobs": [["A", "UndoA"], "B"]})
+    msgs = {m["name"]: m for m in await api.claim_until(2)}
+    await api.fail(msgs["A"], "bad")
+    # Failing fast: only the undoing matters now, though B still runs.
+    assert (await api.batch(batch["id"]))["status"] == "compensating"
+    (undo,) = await api.claim_until(1)
+    await api.complete(undo)
+    mid = await api.batch(batch["id"])
+    assert (mid["status"], mid["running"], mid["compensations"]["completed"]) == ("running", 1, 1)
+    await api.complete(msgs["B"])
+    final = await api.batch(batch["id"])
+    assert (final["status"], final["completed"], final["failed"]) == ("failed", 1, 1)
+    statuses = [e["data"]["status"] for e in await _events(api, batch["id"], "status")]
+    assert statuses == ["compensating", "running"]

@@ -298,6 +298,23 @@ async def test_a_parallel_failure_compensates_beside_the_other_jobs():
     consistent(core, b.id)
 
 
+async def test_a_fail_fast_parallel_batch_compensates_while_its_last_jobs_run():
+    core = Core()
+    b = await core.create([comp("A", "UndoA"), "B"])
+    msgs = by_name(await core.claim())
+    await core.fail(msgs["A"])
+    assert core.batch(b.id).status == BS.COMPENSATING  # failing: only the undoing matters now
+    (undo,) = await core.claim()
+    await core.complete(undo)
+    assert core.batch(b.id).status == BS.RUNNING  # the undoing is done; B still runs
+    await core.complete(msgs["B"])
+    assert core.batch(b.id).status == BS.FAILED
+    assert [e.data["status"] for e in core.events(b.id, "status")] == ["compensating", "running"]
+
+
+# ---- cancel --------------------------------------------------------------------------------------------
+
+
 async def test_cancel_leaves_nothing_open_and_counts_it():
     core = Core()
     b = await core.create([comp("A", "UndoA"), comp("B", "UndoB"), "C", "D", "E", "F", "G", "H"], limit=4, policy=ALLOW)
