@@ -1,6 +1,8 @@
 """An in-memory store for millisecond tests of the engine and the orchestrator (a test double).
 
-It implements the store port (app.store.base) the plainest way: one process, no concurrency,
+Records are copied in and out (jobs shallowly: the engine replaces their fields, never edits
+them in place), so an operation sees only what was committed. It implements the store port
+(app.store.base) the plainest way: one process, no concurrency,
 so every operation commits. What it keeps and how it applies a change set mirror the SQL
 store (app/store/sql.py, sql_statements.bulk_move / dispatch), in the same order. The
 behaviour suite stays on the real stores; this only lets the pure core be tested without them.
@@ -33,7 +35,7 @@ class MemoryUnitOfWork(UnitOfWork):
 
     async def _read_jobs(self, positions: list[int]) -> list[Job]:
         stored = self._stored()
-        return [copy.deepcopy(stored[p]) for p in positions if p in stored]
+        return [copy.copy(stored[p]) for p in positions if p in stored]
 
     async def _read_positions(self, kind: JobKind, statuses: list[JobStatus], limit: int | None) -> list[int]:
         found = sorted(p for p, j in self._stored().items() if j.kind == kind and j.status in statuses)
@@ -42,6 +44,10 @@ class MemoryUnitOfWork(UnitOfWork):
     async def _read_attempt(self, position: int, attempt: int) -> Attempt | None:
         assert self.batch is not None
         return self.store.attempts.get((self.batch.id, position, attempt))
+
+    async def _spill(self, jobs: list[Job]) -> None:
+        assert self.batch is not None
+        self.store.insert_jobs(self.batch.id, jobs)
 
 
 @dataclass
@@ -72,9 +78,11 @@ class MemoryStore(Store):
     def _commit(self, cs: ChangeSet) -> None:
         self.commits.append(cs)
         batch = cs.batch
-        stored = self.jobs.setdefault(batch.id, {})
-        for job in [*cs.new_jobs, *cs.changed_jobs]:
-            stored[job.position] = copy.deepcopy(job)
+        self.insert_jobs(batch.id, cs.new_jobs)
+        stored = self.jobs[batch.id]
+        for job in cs.changed_jobs:
+            assert job.position in stored, f"job {job.id} changed but never written"
+            stored[job.position] = copy.copy(job)
         for op in cs.bulk:
             if isinstance(op, BulkMove):
                 self._bulk_move(batch, op)
@@ -94,6 +102,13 @@ class MemoryStore(Store):
         saved = copy.deepcopy(batch)
         saved.version += 1
         self.batches[batch.id] = saved
+
+    def insert_jobs(self, batch_id: str, jobs: list[Job]) -> None:
+        """New jobs; a position written twice is refused, as the SQL primary key refuses it."""
+        stored = self.jobs.setdefault(batch_id, {})
+        for job in jobs:
+            assert job.position not in stored, f"job {job.id} written twice"
+            stored[job.position] = copy.copy(job)
 
     def _bulk_move(self, batch: Batch, op: BulkMove) -> None:
         for job in self.jobs[batch.id].values():
@@ -182,11 +197,13 @@ class Core:
         limit: int | None = None,
         context: dict[str, Any] | None = None,
         callbacks: dict[str, Any] | None = None,
+        queue: str | None = None,
+        defaults: dict[str, Any] | None = None,
     ) -> Batch:
         specs = [JobSpec(name=j) if isinstance(j, str) else j for j in jobs]
         return await self.orc.create_batch(
-            tenant="default", type_=type_, specs=specs, context=context or {}, queue=None, failure_policy=policy,
-            max_concurrency=limit, callbacks=Callbacks.of(callbacks), defaults={},
+            tenant="default", type_=type_, specs=specs, context=context or {}, queue=queue, failure_policy=policy,
+            max_concurrency=limit, callbacks=Callbacks.of(callbacks), defaults=defaults or {},
         )  # fmt: skip
 
     def due(self, batch_id: str | None = None, max: int | None = None) -> list[Message]:
