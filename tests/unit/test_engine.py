@@ -124,6 +124,8 @@ async def test_a_failed_attempt_is_retried_after_its_backoff():
         delay = core.events(b.id, "job_retrying")[-1].data["delay_s"]
         delays.append(delay)
         assert (job.status, job.attempts, job.queued_at, job.available_at) == (JS.QUEUED, attempt + 1, failed_at, failed_at + delay)
+        # The failed attempt's lease, worker and start are gone with it.
+        assert (job.lease, job.lease_expires_at, job.started_at, job.worker) == (None, None, None, None)
         core.clock.advance(delay - 0.5)
         assert await core.claim() == []  # not before its backoff has passed
         core.clock.advance(1.0)

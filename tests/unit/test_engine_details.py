@@ -143,6 +143,16 @@ async def test_a_completed_batch_summary_has_no_error():
         "data": {**core.events(b.id, "completed")[0].data}, "created_at": rfc3339(core.clock.now),
     }  # fmt: skip
     assert hook.body["data"]["error"] is None and hook.body["data"]["finished_at"] == rfc3339(core.clock.now)
+    assert len(hook.id) == 36 and hook.id != b.id
+
+
+async def test_each_webhook_is_its_own_event():
+    core = Core()
+    b = await core.create(["A"], callbacks={"on_event": {"url": "http://hooks.test/e"}, "on_complete": {"url": "http://hooks.test/c"}})
+    (a,) = await core.claim()
+    await core.complete(a)
+    ids = [w.id for w in core.store.webhooks]
+    assert len(ids) == 4 and len(set(ids)) == 4 and all(len(i) == 36 for i in ids) and len(b.id) == 36
 
 
 async def test_callback_webhook_and_job_together_and_only_the_right_one():

@@ -60,6 +60,9 @@ def test_failing_is_a_fail_fast_batch_with_an_error():
     "batch, slots",
     [
         (make(waiting=5), 5),  # no limit: every waiting job
+        (make(waiting=1), 1),
+        (make(limit=3, waiting=1, queued=1), 1),
+        (make(BatchType.CHAIN, waiting=1), 1),
         (make(waiting=0, queued=3), 0),
         (make(limit=3, waiting=5), 3),
         (make(limit=3, waiting=5, queued=1, running=1), 1),  # queued and running both hold a slot
@@ -92,6 +95,8 @@ def test_dispatch_slots(batch, slots):
     [
         (Counts(), 100.0, 10),  # an empty batch is done
         (Counts(waiting=3), 0.0, 0),
+        (Counts(running=1), 0.0, 0),  # one job, not done
+        (Counts(completed=1), 100.0, 10),
         (Counts(waiting=1, queued=1, running=1, completed=1), 25.0, 2),  # waiting, queued, running: all open
         (Counts(completed=1, failed=1, cancelled=1, running=1), 75.0, 7),  # every finished status counts
         (Counts(running=2, cancelled=1), 33.33, 3),
