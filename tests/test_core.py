@@ -270,20 +270,21 @@ async def test_many_reports_in_one_call_each_with_its_own_outcome(api):
 
 
 async def test_retry_backoff_delays_the_next_attempt_on_the_server_clock(api_factory):
-    api = await api_factory(retry_backoff_base_s=10, retry_backoff_max_s=25)
+    api = await api_factory(retry_backoff_base_s=100, retry_backoff_max_s=250)
     batch = await api.create({"jobs": [{"name": "Flaky", "max_attempts": 4}]})
     (msg,) = await api.claim_until(1)
-    for attempt, delay in [(2, 10), (3, 20), (4, 25)]:  # base, doubled, capped
+    # The real clock moves on too: each check keeps a margin of 30 s of it either side.
+    for attempt, delay in [(2, 100), (3, 200), (4, 250)]:  # base, doubled, capped
         await api.fail(msg, f"failure {attempt - 1}")
         assert await api.claim(max=1, wait_s=0.3) == []  # not at once
-        api.advance(delay - 1)
-        assert await api.claim(max=1, wait_s=0.3) == []  # nor a second before its backoff has passed
-        api.advance(2)
+        api.advance(delay - 30)
+        assert await api.claim(max=1, wait_s=0.3) == []  # nor before its backoff has passed
+        api.advance(60)
         (msg,) = await api.claim_until(1)
         assert msg["attempt"] == attempt
     await api.complete(msg)
     events = (await api.get(f"/v1/batches/{batch['id']}/events", params={"stream": "false"})).json()["events"]
-    assert [e["data"]["delay_s"] for e in events if e["type"] == "job_retrying"] == [10, 20, 25]
+    assert [e["data"]["delay_s"] for e in events if e["type"] == "job_retrying"] == [100, 200, 250]
     history = (await api.get(f"/v1/batches/{batch['id']}/jobs/{msg['job_id']}")).json()["attempt_history"]
     assert [h["status"] for h in history] == ["failed", "failed", "failed", "completed"]
     assert (await api.batch(batch["id"]))["status"] == "completed"
