@@ -441,7 +441,9 @@ def coverage_map() -> dict:
 def tests_for(m: Mutant, cov: dict, by_line: dict) -> tuple[list[str], list[str]]:
     """The unit and behaviour tests that execute the mutant's statement; all of them for module-level code."""
     if m.scope == "<module>" or m.scope.count(".") == 0 and m.scope[:1].isupper():
-        tests = set(cov["durations"])  # run at import (tables, class bodies): every test depends on it
+        # Run at import (tables, class bodies): every test depends on it, and it may rename
+        # parametrized tests (their ids show enum values), so the files are given, not test ids.
+        return list(UNIT), list(BEHAVIOUR)
     else:
         tests = set()
         for line in range(m.span[0], m.span[1] + 1):
@@ -457,7 +459,8 @@ def run_mutant(m: Mutant, unit: list[str], behaviour: list[str], cov: dict, work
     for phase, tests, extra in (("unit", unit, ["--confcutdir", "tests/unit"]), ("behaviour", behaviour, [])):
         if not tests:
             continue
-        budget = 60 + 3 * sum(cov["durations"].get(t, 1.0) for t in tests)
+        budget = 60 + 3 * sum(d for t, d in cov["durations"].items() if any(t == s or t.startswith(s + "/") or
+                                                                          t.startswith(s + "::") for s in tests))
         cmd = [sys.executable, __file__, "--mutant", f"{m.file}:{m.index}", "-x", "-q", "-p", "no:cacheprovider",
                "--timeout", "60", "--basetemp", str(CACHE / f"tmp-{worker}"), *extra, *tests]  # fmt: skip
         try:
