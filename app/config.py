@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     # Background loops run inside every API process; all are safe to run on N replicas.
     background: bool = True
     poll_interval_s: float = 0.2
+    # The reconciler (app/dispatch/reconciler.py): how often it looks, and how late a queued
+    # job's message may be (behind the relay's lag) before it counts as lost.
+    reconcile_interval_s: float = Field(default=5.0, gt=0)
+    reconcile_grace_s: float = Field(default=30.0, ge=0)
     # A live event stream ends after this long; the client resumes with Last-Event-ID.
     sse_max_s: float = Field(default=300.0, gt=0)
     reaper_interval_s: float = 1.0

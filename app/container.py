@@ -15,6 +15,7 @@ from app.clock import Clock
 from app.config import Settings
 from app.dispatch.loops import run_forever
 from app.dispatch.reaper import LeaseReaper
+from app.dispatch.reconciler import Reconciler
 from app.dispatch.webhooks import WebhookSender
 from app.services.claims import Claims
 from app.services.orchestrator import Orchestrator
@@ -76,6 +77,9 @@ class Services:
         if s.sql_retention_s is not None and store.retention is not None:
             retention = store.retention
             loops.append(("retention", lambda: retention.purge_finished(self.clock() - s.sql_retention_s), 1.0, None))  # type: ignore[operator]
+        if store.reconciliation is not None:
+            reconciler = Reconciler(store.reconciliation, self.broker, self.orchestrator, s.reconcile_grace_s)
+            loops.append(("reconciler", reconciler.step, s.reconcile_interval_s, None))
         if self.broker.needs_relay:
             if store.outbox is None:
                 raise ValueError(f"{type(store).__name__} has no outbox to relay to {type(self.broker).__name__}")

@@ -129,3 +129,38 @@ async def test_outbox_rows_of_a_process_that_died_before_relaying_are_published_
             assert msgs and msgs[0]["batch_id"] == batch["id"]
             assert (await c.post(f"/v1/jobs/{msgs[0]['job_id']}/complete", json={"attempt": 1, "lease": msgs[0]["lease"]})).status_code == 200
     assert (await dead.batch(batch["id"]))["status"] == "completed"
+
+
+async def test_a_start_whose_answer_was_lost_is_handed_out_again_by_its_delivery(api):
+    await api.create({"jobs": ["A"]})
+    (queued,) = [j for j in await api.jobs((await api.get("/v1/batches")).json()["batches"][0]["id"])]
+    item = {"job_id": queued["id"], "attempt": 1, "delivery": "default/1700000000000-0"}
+    first = (await api.post("/v1/starts", {"attempts": [item]})).json()
+    again = (await api.post("/v1/starts", {"attempts": [item]})).json()
+    assert first["messages"] and again["messages"] and not again["refused"]
+    assert again["messages"][0]["lease"] == first["messages"][0]["lease"]
+    other = (await api.post("/v1/starts", {"attempts": [{**item, "delivery": "default/1700000000001-0"}]})).json()
+    assert other["messages"] == [] and other["refused"][0]["status_code"] == 409  # a duplicate message is refused
+    await api.complete(first["messages"][0])
+
+
+async def test_a_process_that_started_a_claim_and_died_before_answering_strands_nothing(api_factory):
+    api = await api_factory(claim_timeout_s=1)
+    batch = await api.create({"jobs": ["Kept"]})
+    # A process takes the message and starts its attempt, then dies before it answers or acks.
+    fetched = []
+    for _ in range(100):
+        fetched = await api.services.broker.fetch("default", "default", 10, 0.1, "died")
+        if fetched:
+            break
+    d = fetched[0]
+    started, _ = await api.services.orchestrator.start_many(
+        None, [(d.message["job_id"], d.message["attempt"], f"{d.queue}/{d.token}")], "lost-worker"
+    )
+    assert (await api.batch(batch["id"]))["running"] == 1
+    # The message is delivered again; its start hands out the lease the dead process made.
+    api.advance(2)
+    (msg,) = await api.claim_until(1, timeout=20)
+    assert msg["lease"] == started[0]["lease"]
+    await api.complete(msg)
+    assert (await api.batch(batch["id"]))["status"] == "completed"

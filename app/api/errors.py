@@ -14,8 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sqlalchemy.exc import DBAPIError
+
 from app.domain.errors import DomainError, Unavailable
 from app.store.base import StoreBusy
+from app.store.unreachable import UNREACHABLE
 
 log = logging.getLogger("batchq.api")
 
@@ -86,6 +89,23 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StoreBusy)
     async def busy(_: Request, exc: StoreBusy) -> JSONResponse:
         return error_response(503, "unavailable", f"try again shortly: {exc}", headers={"Retry-After": "1"})
+
+    async def unreachable(request: Request, exc: Exception) -> JSONResponse:
+        """The store or the broker did not answer (a restart, a failover, a dropped connection):
+        nothing was changed, the client retries."""
+        log.warning("store or broker unreachable on %s %s: %r", request.method, request.url.path, exc,
+                    extra={"request_id": request_id(request)})  # fmt: skip
+        return error_response(503, "unavailable", "the store or the broker is unreachable; retry shortly",
+                              headers={"Retry-After": "1"})  # fmt: skip
+
+    for transient in UNREACHABLE:
+        app.add_exception_handler(transient, unreachable)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return await unreachable(request, exc)
+        return await unexpected(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

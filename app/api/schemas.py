@@ -154,14 +154,22 @@ class ClaimIn(Strict):
     worker: WorkerName | None = None
 
 
+Delivery = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$",
+               description="the stream entry id the message came with: a start repeated for it gets the same lease")
+]  # fmt: skip
+
+
 class StartIn(Strict):
     attempt: Attempt
     worker: WorkerName | None = None
+    delivery: Delivery | None = None
 
 
 class StartItemIn(Strict):
     job_id: str = Field(min_length=1, max_length=80)
     attempt: Attempt
+    delivery: Delivery | None = None
 
 
 class StartManyIn(Strict):

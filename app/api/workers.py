@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 
 from app.api import replies
 from app.api.body import StrictJsonRoute
@@ -32,8 +33,8 @@ def _queue_allowed(caller: Worker, queue: str) -> None:
 async def claim(queue: QueuePath, svc: Svc, caller: Worker, body: ClaimIn | None = None) -> JSONResponse:
     _queue_allowed(caller, queue)
     body = body or ClaimIn()
-    messages = await svc.claims.claim(caller.tenant, queue, body.max, body.wait_s, body.worker)
-    return JSONResponse({"messages": messages})
+    messages, ack = await svc.claims.claim(caller.tenant, queue, body.max, body.wait_s, body.worker)
+    return JSONResponse({"messages": messages}, background=BackgroundTask(ack))  # acked once the answer is out
 
 
 @router.get("/queues/{queue}/streams", summary="The broker streams a direct reader of a queue reads",
@@ -51,7 +52,7 @@ async def queue_streams(queue: QueuePath, svc: Svc, caller: Worker) -> dict[str,
 @router.post("/jobs/{job_id}/start", summary="Take the lease of a message read straight from the broker",
              response_model=replies.Message, responses=replies.WRITE_ERRORS)  # fmt: skip
 async def start(job_id: str, body: StartIn, svc: Svc, caller: Worker) -> dict[str, Any]:
-    return await svc.orchestrator.start(caller.sees, job_id, body.attempt, body.worker, caller.queues)
+    return await svc.orchestrator.start(caller.sees, job_id, body.attempt, body.worker, caller.queues, body.delivery)
 
 
 def _refusal(job_id: str, attempt: int, why: DomainError) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def _refusal(job_id: str, attempt: int, why: DomainError) -> dict[str, Any]:
 async def start_many(body: StartManyIn, svc: Svc, caller: Worker) -> JSONResponse:
     """Refused ones (stale, duplicate, cancelled) are listed, not run."""
     started, refused = await svc.orchestrator.start_many(
-        caller.sees, [(a.job_id, a.attempt) for a in body.attempts], body.worker, caller.queues
+        caller.sees, [(a.job_id, a.attempt, a.delivery) for a in body.attempts], body.worker, caller.queues
     )
     return JSONResponse({"messages": started, "refused": [_refusal(j, a, why) for j, a, why in refused]})
 

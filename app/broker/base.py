@@ -46,6 +46,12 @@ class Broker(ABC):
     async def queue_stats(self, tenant: str | None, now: float) -> dict[str, dict[str, Any]]:
         """{queue: {"depth": n, "oldest_age_s": s}} for every queue of the tenant (None: all)."""
 
+    async def oldest(self, tenant: str, queue: str) -> float | None:
+        """When the oldest message still in a queue was added (None: none, or the broker
+        does not say). The reconciler trusts a queued job's message to be there while it is
+        not older than this."""
+        return None
+
     def streams(self, tenant: str, queue: str) -> list[str] | None:
         """Stream keys a direct reader of `queue` reads (None: this broker has no streams)."""
         return None

@@ -66,7 +66,8 @@ class RedisStreamsBroker(Broker):
         try:
             entries = await self._read(key, max_messages, wait_s, consumer)
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            # NOGROUP: the stream or its group is gone; UNBLOCKED: it went while we waited on it.
+            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                 raise
             await self._make_group(key)
             entries = await self._read(key, max_messages, 0, consumer)

@@ -5,6 +5,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from app.store.unreachable import unreachable
+
 log = logging.getLogger(__name__)
 
 
@@ -25,8 +27,11 @@ async def run_forever(
             done = await step()
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - a background loop must survive a bad round
-            log.exception("%s: round failed", name)
+        except Exception as exc:  # noqa: BLE001 - a background loop must survive a bad round
+            if unreachable(exc):
+                log.warning("%s: store or broker unreachable (%r); trying again", name, exc)
+            else:
+                log.exception("%s: round failed", name)
             done = 0
         if done:
             continue

@@ -1,7 +1,10 @@
 """Pure rules of the batch state machine: no I/O, shared by every store."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
+import secrets
 from datetime import datetime, timezone
 from typing import Any
 
@@ -80,6 +83,21 @@ def build_message(batch: Batch, job: Job) -> dict[str, Any]:
     if batch.traceparent:
         message["traceparent"] = batch.traceparent
     return message
+
+
+def lease_for(batch: Batch, job: Job, delivery: str | None) -> str:
+    """The lease of a job's current attempt taken through one delivery of its message.
+
+    The same delivery always yields the same lease, so an API process that started an attempt
+    and died before answering (or whose store connection broke after the commit) does not
+    strand it: the broker delivers that message again, and the start hands out the lease it
+    had made. Another delivery of the same attempt (a duplicate) yields another lease and is
+    refused. Without a delivery id, the lease is random.
+    """
+    if not delivery:
+        return secrets.token_hex(16)
+    text = f"{job.position}.{job.attempts}.{delivery}".encode()
+    return hmac.new(batch.lease_key.encode(), text, hashlib.sha256).hexdigest()[:32]
 
 
 def backoff_delay(failed_attempts: int, base: float, cap: float) -> float:

@@ -119,6 +119,12 @@ class Step:
         self.uow.save_job(job)
         self.uow.enqueue(Message(self.batch.tenant, job.queue, job.batch_id, job.position, job.attempts, job.available_at))
 
+    def requeue(self, job: Job) -> None:
+        """The same attempt's message again (its first one was lost): the job stays queued."""
+        job.available_at = self.now
+        self.uow.save_job(job)
+        self.uow.enqueue(Message(self.batch.tenant, job.queue, job.batch_id, job.position, job.attempts, self.now))
+
     async def fill(self) -> None:
         """Dispatch as many waiting jobs as the batch's concurrency allows, lowest positions first."""
         slots = rules.dispatch_slots(self.batch)

@@ -14,6 +14,7 @@ class Metrics:
         "batchq_messages_delivered_total": "Attempts handed to workers (started).",
         "batchq_reports_total": "Worker reports applied, by outcome (duplicates and refusals included).",
         "batchq_leases_expired_total": "Running attempts whose lease ran out.",
+        "batchq_messages_republished_total": "Messages written again because the broker had lost them (reconciler).",
     }
 
     def __init__(self) -> None:

@@ -41,6 +41,7 @@ class Report:
 
 Refusal = tuple[str, int, DomainError]  # job id, attempt, why
 Queues = frozenset[str] | None  # the queues a `work` key may work (None: all of its tenant's)
+Delivery = tuple[str, int, str | None]  # job id, attempt, the broker's id of this delivery (if any)
 
 
 def _owned(batch: Batch | None, tenant: str | None, batch_id: str) -> Batch:
@@ -107,6 +108,7 @@ class Orchestrator:
             now = self.clock()
             batch = Batch(
                 id=batch_id or new_id(),
+                lease_key=secrets.token_hex(16),
                 type=type_,
                 queue=queue or "default",
                 tenant=tenant,
@@ -238,42 +240,52 @@ class Orchestrator:
     # ---- workers ---------------------------------------------------------------------------
 
     async def start(
-        self, tenant: str | None, job_id: str, attempt: int, worker: str | None = None, queues: Queues = None
+        self, tenant: str | None, job_id: str, attempt: int, worker: str | None = None, queues: Queues = None,
+        delivery: str | None = None,
     ) -> dict[str, Any]:
-        """A worker takes a delivered attempt: it becomes running under a fresh lease."""
-        started, refused = await self.start_many(tenant, [(job_id, attempt)], worker, queues)
+        """A worker takes a delivered attempt: it becomes running under the delivery's lease."""
+        started, refused = await self.start_many(tenant, [(job_id, attempt, delivery)], worker, queues)
         if refused:
             raise refused[0][2]
         return started[0]
 
     async def start_many(
-        self, tenant: str | None, deliveries: list[tuple[str, int]], worker: str | None = None, queues: Queues = None
+        self, tenant: str | None, deliveries: list[Delivery], worker: str | None = None, queues: Queues = None
     ) -> tuple[list[dict[str, Any]], list[Refusal]]:
         """Start delivered attempts (one operation per batch). Stale, duplicate or cancelled
-        deliveries are refused, never run; the started messages keep the delivery order."""
-        groups, unknown = _by_batch(deliveries, lambda d: d[0])
-        refused: list[Refusal] = [(j, a, NotFound(f"job {j} not found")) for j, a in unknown]
+        deliveries are refused, never run; the started messages keep the delivery order.
 
-        async def start_in(batch_id: str, items: list[tuple[int, tuple[str, int]]]) -> tuple[list[dict], list[Refusal]]:
+        A delivery that started its attempt already (its answer was lost: see rules.lease_for)
+        gets the same started message again."""
+        groups, unknown = _by_batch(deliveries, lambda d: d[0])
+        refused: list[Refusal] = [(j, a, NotFound(f"job {j} not found")) for j, a, _ in unknown]
+
+        async def start_in(batch_id: str, items: list[tuple[int, Delivery]]) -> tuple[list[dict], list[Refusal]]:
             async def op(uow: UnitOfWork) -> tuple[list[dict[str, Any]], list[Refusal]]:
                 out: list[dict[str, Any]] = []
                 no: list[Refusal] = []
-                if uow.batch is None or (tenant is not None and uow.batch.tenant != tenant):
-                    return out, [(j, a, NotFound(f"job {j} not found")) for _, (j, a) in items]
+                batch = uow.batch
+                if batch is None or (tenant is not None and batch.tenant != tenant):
+                    return out, [(j, a, NotFound(f"job {j} not found")) for _, (j, a, _) in items]
                 step = self._step(uow)
                 jobs = await uow.get_jobs(p for p, _ in items)
-                for position, (job_id, attempt) in items:
+                for position, (job_id, attempt, delivery) in items:
                     job = jobs.get(position)
                     if job is None:
                         no.append((job_id, attempt, NotFound(f"job {job_id} not found")))
                     elif queues is not None and job.queue not in queues:
                         no.append((job_id, attempt, _not_your_queue(job)))
+                    elif (
+                        delivery and job.status == JobStatus.RUNNING and job.attempts == attempt
+                        and job.lease == rules.lease_for(batch, job, delivery)
+                    ):  # fmt: skip
+                        out.append(rules.build_message(batch, job))  # this delivery started it: its answer was lost
                     elif job.status != JobStatus.QUEUED or job.attempts != attempt:
                         state = job.status if job.attempts == attempt else f"superseded by attempt {job.attempts}"
                         no.append((job_id, attempt, Conflict(f"attempt {attempt} of job {job_id} is {state}; it cannot start")))
                     else:
-                        step.start(job, secrets.token_hex(16), worker)
-                        out.append(rules.build_message(uow.batch, job))
+                        step.start(job, rules.lease_for(batch, job, delivery), worker)
+                        out.append(rules.build_message(batch, job))
                 return out, no
 
             return await self.store.run(batch_id, op, optimistic=True)
@@ -282,9 +294,9 @@ class Orchestrator:
         started_by_id = {m["job_id"]: m for started, _ in results for m in started}
         for _, no in results:
             refused += no
-        order = {d: i for i, d in enumerate(deliveries)}
+        order = {(j, a): i for i, (j, a, _) in enumerate(deliveries)}
         refused.sort(key=lambda r: order.get((r[0], r[1]), 0))
-        started = [started_by_id.pop(j) for j, _ in deliveries if j in started_by_id]  # each once, in delivery order
+        started = [started_by_id.pop(j) for j, _, _ in deliveries if j in started_by_id]  # each once, in delivery order
         self.metrics.inc("batchq_messages_delivered_total", len(started))
         return started, refused
 
@@ -388,6 +400,31 @@ class Orchestrator:
             raise Conflict(f"attempt {report.attempt} of job {job.id} is {state}; its report is refused")
         state = job.status.value if job.attempts == report.attempt else "unknown"
         raise Conflict(f"attempt {report.attempt} of job {job.id} is {state}; its report is refused")
+
+    async def republish(self, batch_id: str, attempts: list[tuple[int, int]], before: float) -> int:
+        """Write again the messages of queued attempts whose message was due before `before`
+        and has gone (the reconciler found it missing from the broker). A duplicate of one
+        that was not lost after all is refused when a worker starts it."""
+
+        async def op(uow: UnitOfWork) -> int:
+            if uow.batch is None:
+                return 0
+            step = self._step(uow)
+            jobs = await uow.get_jobs(p for p, _ in attempts)
+            again = 0
+            for position, attempt in attempts:
+                job = jobs.get(position)
+                if job is None or job.status != JobStatus.QUEUED or job.attempts != attempt:
+                    continue  # started (or moved on) meanwhile
+                if job.available_at is not None and job.available_at >= before:
+                    continue
+                step.requeue(job)
+                again += 1
+            return again
+
+        again = await self.store.run(batch_id, op, optimistic=True)
+        self.metrics.inc("batchq_messages_republished_total", again)
+        return again
 
     async def expire(self, batch_id: str, positions: list[int]) -> int:
         """Running attempts whose lease ran out count as failed attempts (and are retried)."""

@@ -40,7 +40,7 @@ from typing import TypeVar
 from app.domain import rules
 from app.domain.models import Attempt, Batch, Event, Job, Message, Webhook
 from app.domain.states import AttemptStatus, BatchStatus, Counts, JobKind, JobStatus
-from app.store.capabilities import Idempotency, MessageTable, Outbox, Retention
+from app.store.capabilities import Idempotency, MessageTable, Outbox, Reconciliation, Retention
 from app.store.records import BATCH_STATE_FIELDS, batch_row
 
 T = TypeVar("T")
@@ -312,6 +312,7 @@ class Store(ABC):
     outbox: Outbox | None = None
     message_table: MessageTable | None = None
     retention: Retention | None = None
+    reconciliation: Reconciliation | None = None
     idempotency: Idempotency
 
     @abstractmethod

@@ -32,7 +32,7 @@ from app.domain.states import JobKind, JobStatus
 from app.store import redis_codec as codec
 from app.store import redis_scripts as lua
 from app.store.base import BatchExists, BulkMove, ChangeSet, Commit, Dispatch, Mode, Operation, Store, StoreBusy, UnitOfWork
-from app.store.capabilities import Idempotency, IdempotencyRecord, Publish
+from app.store.capabilities import Idempotency, IdempotencyRecord, Publish, Queued
 from app.store.redis_keys import ALL, INDEX, SEP, Keys, zset_index
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ CHUNK = 500  # members per command (Lua's unpack has a stack limit)
 LOCK_TTL_MS = 15_000
 LOCK_WAIT_S = 20.0
 SPILL_TTL_S = 3600  # jobs written ahead of a commit that never came expire
+RECONCILE_BATCHES = 50  # active batches one reconciliation round looks at
 
 
 async def _g(awaitable: Awaitable[T]) -> T:
@@ -257,6 +258,8 @@ class Emitter:
         for w in cs.webhooks:
             self.call("HSET", "wh", w.id, codec.encode_webhook(w))
             self.call("RPUSH", "whl", w.id)
+        if cs.webhooks:
+            self.call("HINCRBY", "batch", "whp", len(cs.webhooks))  # webhooks still pending
 
     def lifetime(self, ttl: int) -> None:
         """A batch that ends expires with everything it owns; one that runs again persists."""
@@ -284,7 +287,8 @@ class RedisStore(Store, Idempotency):
         self.conflicts = 0  # optimistic commits that had to run again LOCKED (tests and metrics)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.idempotency = self
-        self.outbox = self
+        self.outbox = self.reconciliation = self
+        self._cursor = 0  # where this process's reconciliation walk of the active batches is
 
     def local_lock(self, batch_id: str) -> asyncio.Lock:
         """Operations of one process on one batch queue here rather than in Redis."""
@@ -382,7 +386,7 @@ class RedisStore(Store, Idempotency):
         """Before a new batch commits: the listings and the reconciler's work list know it
         (a listing skips an id whose batch does not exist)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(self.keys.active, {batch.id: batch.created_at})
+            pipe.zadd(self.keys.active, {batch.id: _fresh()})
             for key in self.keys.listings(batch.tenant, batch.status.value, batch.queue):
                 pipe.zadd(key, {batch.id: batch.created_at})
             await _g(pipe.execute())
@@ -410,8 +414,7 @@ class RedisStore(Store, Idempotency):
                     pipe.zrem(k.listing(None, was.value), batch.id)
                     pipe.zadd(k.listing(batch.tenant, batch.status.value), {batch.id: batch.created_at})
                     pipe.zadd(k.listing(None, batch.status.value), {batch.id: batch.created_at})
-                    if not batch.status.finished:
-                        pipe.zadd(k.active, {batch.id: batch.created_at})
+                    pipe.zadd(k.active, {batch.id: _fresh()})  # the reconciler settles it again
                 await _g(pipe.execute())
         except Exception:  # noqa: BLE001 - the batch is committed; the reconciler repairs indexes
             log.exception("updating the shared indexes after a commit on batch %s failed", batch.id)
@@ -573,9 +576,59 @@ class RedisStore(Store, Idempotency):
             pipe.hset(key, webhook.id, codec.encode_webhook(webhook))
             if webhook.status == "pending":
                 pipe.zadd(self.keys.hooks_index, {member: webhook.next_attempt_at})
-            else:
+            else:  # it left `pending` (the sender only sends pending ones)
                 pipe.zrem(self.keys.hooks_index, member)
+                pipe.hincrby(self.keys.of(webhook.batch_id, "batch"), "whp", -1)
             await _g(pipe.execute())
+
+    # ---- reconciliation ---------------------------------------------------------------------
+
+    async def stale_queued(self, now: float, grace_s: float, limit: int) -> list[Queued]:
+        """Walk a slice of the active batches (a cursor per process): repair the shared indexes
+        from each batch, settle the finished ones, and return their queued jobs whose message
+        was due more than grace_s ago and has left the outbox."""
+        ids = await _g(self.redis.zrange(self.keys.active, self._cursor, self._cursor + RECONCILE_BATCHES - 1, withscores=True))
+        self._cursor = 0 if len(ids) < RECONCILE_BATCHES else self._cursor + len(ids)
+        found: list[Queued] = []
+        for batch_id, score in ids:
+            found += await self._reconcile(batch_id, score, now - grace_s, limit)
+        return found[:limit]
+
+    async def _reconcile(self, batch_id: str, score: float, before: float, limit: int) -> list[Queued]:
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.of(batch_id, "batch"))
+            pipe.zrange(k.of(batch_id, "out"), 0, -1, withscores=True)
+            pipe.zrange(k.of(batch_id, "lease"), 0, 0, withscores=True)
+            pipe.zrange(k.of(batch_id, "z:all:queued"), 0, limit - 1)
+            raw, outbox, lease, queued = await _g(pipe.execute())
+        batch = codec.decode_batch(raw)
+        if batch is None:  # expired, or a creation that never committed
+            await self._settle_index(k.active, batch_id, score, None)
+            return []
+        pending_hooks = int(raw.get("whp") or 0)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if outbox:
+                pipe.zadd(k.outbox_index, {batch_id: outbox[0][1]}, nx=True)
+            if lease:
+                pipe.zadd(k.lease_index, {batch_id: lease[0][1]}, nx=True)
+            for key in (k.listing(batch.tenant, batch.status.value), k.listing(None, batch.status.value)):
+                pipe.zadd(key, {batch_id: batch.created_at}, nx=True)
+            await _g(pipe.execute())
+        if pending_hooks:
+            for hook in (await self.list_webhooks(batch_id)):
+                if hook.status == "pending":
+                    await _g(self.redis.zadd(k.hooks_index, {f"{batch_id}\n{hook.id}": hook.next_attempt_at}, nx=True))
+        if batch.finished and not outbox and not lease and not pending_hooks:
+            await self._settle_index(k.active, batch_id, score, None)  # nothing of it is left to do
+            return []
+        in_outbox = {codec.parse_outbox_member(m)[0] for m, _ in outbox}
+        positions = [int(p) for p in queued if int(p) not in in_outbox]
+        stale = []
+        for job in await self.read_jobs(batch_id, positions):
+            if job.available_at is not None and job.available_at < before:
+                stale.append(Queued(batch.tenant, job.queue, batch_id, job.position, job.attempts, job.available_at))
+        return stale
 
     async def queue_counts(self, tenant: str | None) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}

@@ -7,8 +7,9 @@ Per batch (B):
   P:{B}:batch        hash: the counts (`jobs_waiting` …, one field each, so a FAST commit
                      moves them with HINCRBY), `d` (the other batch fields, JSON), `st` and
                      `er` (status, and "1" while it holds a failure: the FAST guard reads
-                     them without decoding `d`), `tn` (tenant), `v` (version), `seq` (last
-                     event id), `lk` / `lkx` (the LOCKED operation's token and its expiry, ms)
+                     them without decoding `d`), `tn` (tenant), `ut` (updated_at), `v`
+                     (version), `seq` (last event id), `whp` (webhooks still pending), `lk` /
+                     `lkx` (the LOCKED operation's token and its expiry, ms)
   P:{B}:jobs         hash position -> a job's fixed fields (JSON, written once)
   P:{B}:state        hash position -> its changing fields (redis_codec.JobState: a string
                      that Lua edits without decoding JSON, so numbers stay exactly as sent)
@@ -26,7 +27,8 @@ A finished batch's keys expire after settings.finished_ttl_s; a retried one pers
 
 Shared by all batches (each its own key; written after a batch's commit, and repaired by
 the reconciler when a crash lost such a write):
-  P:active           zset batch id -> created_at: batches that are not finished and settled
+  P:active           zset batch id -> when last announced: batches the reconciler still looks
+                     at (until finished, with no outbox, lease or pending webhook left)
   P:list:{T}, P:list:{T}:s:{S}, P:list:{T}:q:{Q}
                      zsets batch id -> created_at: listings of tenant T ("*": all tenants)
   P:out              zset batch id -> earliest due outbox message (the relay's work)

@@ -34,7 +34,7 @@ from app.store.base import (
     UnitOfWork,
     finished_statuses,
 )
-from app.store.capabilities import Idempotency, IdempotencyRecord
+from app.store.capabilities import Idempotency, IdempotencyRecord, Queued
 from app.domain.models import WEBHOOK_FIELDS
 from app.store.records import batch_from, batch_row, job_from, job_row
 
@@ -153,7 +153,7 @@ class SqlStore(Store, Idempotency):
         # Called with the queue names a committed operation enqueued to (wakes long-polls).
         self.on_enqueue: Callable[[set[str]], None] | None = None
         self.idempotency = self
-        self.outbox = self.message_table = self.retention = self
+        self.outbox = self.message_table = self.retention = self.reconciliation = self
 
     async def init(self) -> None:
         if self.auto_migrate:
@@ -245,13 +245,21 @@ class SqlStore(Store, Idempotency):
 
     # ---- reads ------------------------------------------------------------------------------
 
-    async def _first(self, stmt) -> Any:  # noqa: ANN001
-        async with self.engine.connect() as conn:
-            return (await conn.execute(stmt)).first()
-
     async def _all(self, stmt) -> list[Any]:  # noqa: ANN001
-        async with self.engine.connect() as conn:
-            return list(await conn.execute(stmt))
+        """A read, run again on a fresh connection when the first one was found dead."""
+        for attempt in range(3):
+            try:
+                async with self.engine.connect() as conn:
+                    return list(await conn.execute(stmt))
+            except DBAPIError as exc:
+                if not _transient(exc) or attempt == 2:
+                    raise
+                await asyncio.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _first(self, stmt) -> Any:  # noqa: ANN001
+        rows = await self._all(stmt)
+        return rows[0] if rows else None
 
     async def get_batch(self, batch_id: str) -> Batch | None:
         row = await self._first(q.select_batch(batch_id, lock=False))
@@ -305,6 +313,14 @@ class SqlStore(Store, Idempotency):
         w = t.webhooks.c
         async with self.engine.begin() as conn:
             await conn.execute(update(t.webhooks).where(w.id == webhook.id).values({f: getattr(webhook, f) for f in WEBHOOK_FIELDS}))
+
+    async def stale_queued(self, now: float, grace_s: float, limit: int) -> list[Queued]:
+        """Reconciliation: queued jobs older than grace_s with no outbox row (their message has
+        left the store: published, or lost with the broker), oldest first."""
+        return [
+            Queued(r.tenant, r.queue, r.batch_id, r.position, r.attempts, r.available_at)
+            for r in await self._all(q.stale_queued(now - grace_s, limit))
+        ]
 
     async def queue_counts(self, tenant: str | None) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}

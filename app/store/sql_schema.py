@@ -29,6 +29,7 @@ batches = Table(
     *[Column(name, Integer, nullable=False) for name in COUNTER_FIELDS],
     Column("next_position", Integer, nullable=False),
     Column("traceparent", String(64)),
+    Column("lease_key", String(32), nullable=False),
     Column("adds", Json),
     Column("version", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
@@ -75,7 +76,7 @@ jobs = Table(
         postgresql_where=text("status = 'running'"), sqlite_where=text("status = 'running'"),
     ),
     Index(
-        "ix_jobs_queued", "queue", "available_at",
+        "ix_jobs_queued", "available_at",
         postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'"),
     ),
 )  # fmt: skip

@@ -165,6 +165,19 @@ def expired_leases(now: float, limit: int):  # noqa: ANN201
     )
 
 
+def stale_queued(before: float, limit: int):  # noqa: ANN201
+    """Queued jobs whose message was due before `before` and is no longer in the outbox."""
+    m = t.messages.c
+    in_outbox = select(m.id).where(m.batch_id == j.batch_id, m.position == j.position).exists()
+    return (
+        select(b.tenant, j.queue, j.batch_id, j.position, j.attempts, j.available_at)
+        .join(t.batches, b.id == j.batch_id)
+        .where(j.status == JobStatus.QUEUED.value, j.available_at < before, ~in_outbox)
+        .order_by(j.available_at)
+        .limit(limit)
+    )
+
+
 def queue_counts(tenant: str | None):  # noqa: ANN201
     """Queued / running jobs per queue (a count over the partial indexes' rows)."""
     stmt = select(j.queue, j.status, func.count()).where(j.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))

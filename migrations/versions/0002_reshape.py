@@ -41,6 +41,7 @@ def upgrade() -> None:
         *[sa.Column(name, sa.Integer(), nullable=False) for name in COUNTERS],
         sa.Column("next_position", sa.Integer(), nullable=False),
         sa.Column("traceparent", sa.String(64)),
+        sa.Column("lease_key", sa.String(32), nullable=False),
         sa.Column("adds", JSON_),
         sa.Column("version", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
@@ -82,7 +83,7 @@ def upgrade() -> None:
     op.create_index("ix_jobs_batch_kind_status", "jobs", ["batch_id", "kind", "status", "position"])
     running, queued = sa.text("status = 'running'"), sa.text("status = 'queued'")
     op.create_index("ix_jobs_running_lease", "jobs", ["lease_expires_at"], postgresql_where=running, sqlite_where=running)
-    op.create_index("ix_jobs_queued", "jobs", ["queue", "available_at"], postgresql_where=queued, sqlite_where=queued)
+    op.create_index("ix_jobs_queued", "jobs", ["available_at"], postgresql_where=queued, sqlite_where=queued)
     op.create_table(
         "attempts",
         sa.Column("batch_id", sa.String(36), primary_key=True),

@@ -194,14 +194,20 @@ def idempotency(key: str | None) -> dict[str, str] | None:
     return {"Idempotency-Key": key} if key else None
 
 
-def start_items(attempts: Iterable[tuple[str, int] | Mapping[str, Any]]) -> list[dict[str, Any]]:
+def start_items(attempts: Iterable[tuple[str, int] | tuple[str, int, str] | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """(job id, attempt[, delivery]) or {"job_id", "attempt", "delivery"?}: the delivery (a stream
+    entry id) lets a start repeated for the same message get the same lease back."""
     items = []
     for a in attempts:
         if isinstance(a, Mapping):
-            items.append({"job_id": a["job_id"], "attempt": int(a["attempt"])})
+            item = {"job_id": a["job_id"], "attempt": int(a["attempt"])}
+            if a.get("delivery"):
+                item["delivery"] = str(a["delivery"])
         else:
-            job_id, attempt = a
-            items.append({"job_id": job_id, "attempt": int(attempt)})
+            item = {"job_id": a[0], "attempt": int(a[1])}
+            if len(a) > 2 and a[2]:
+                item["delivery"] = str(a[2])
+        items.append(item)
     return items
 
 

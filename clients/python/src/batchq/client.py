@@ -239,7 +239,7 @@ class Client(_Common):
         return cast(Message, self._json(self._ep.start(job_id, attempt, worker)))
 
     def start_many(
-        self, attempts: Iterable[tuple[str, int] | Mapping[str, Any]], *, worker: str | None = None
+        self, attempts: Iterable[tuple[str, int] | tuple[str, int, str] | Mapping[str, Any]], *, worker: str | None = None
     ) -> StartsReply:
         return cast(StartsReply, self._json(self._ep.start_many(start_items(attempts), worker)))
 
@@ -419,7 +419,7 @@ class AsyncClient(_Common):
         return cast(Message, await self._json(self._ep.start(job_id, attempt, worker)))
 
     async def start_many(
-        self, attempts: Iterable[tuple[str, int] | Mapping[str, Any]], *, worker: str | None = None
+        self, attempts: Iterable[tuple[str, int] | tuple[str, int, str] | Mapping[str, Any]], *, worker: str | None = None
     ) -> StartsReply:
         return cast(StartsReply, await self._json(self._ep.start_many(start_items(attempts), worker)))
 

@@ -211,11 +211,11 @@ class QueueStreams:
 
     async def _start(self, entries: list[Entry]) -> list[Message]:
         usable: list[Entry] = []
-        attempts: list[tuple[str, int]] = []
+        attempts: list[tuple[str, int, str]] = []
         for entry in entries:
             try:
                 message = json.loads(entry[2]["m"])
-                attempts.append((str(message["job_id"]), int(message["attempt"])))
+                attempts.append((str(message["job_id"]), int(message["attempt"]), f"{entry[0]}/{entry[1]}"))
                 usable.append(entry)
             except (KeyError, TypeError, ValueError):
                 log.error("dropping unreadable entry %s of %s: %r", entry[1], entry[0], entry[2])
