@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     reconcile_grace_s: float = Field(default=30.0, ge=0)
     # A live event stream ends after this long; the client resumes with Last-Event-ID.
     sse_max_s: float = Field(default=300.0, gt=0)
+    # How often a process asks for the news of the batches its event streams follow (the
+    # commits of other processes; its own wake the streams at once).
+    sse_check_s: float = Field(default=1.0, gt=0)
     reaper_interval_s: float = 1.0
 
     # Webhooks

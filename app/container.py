@@ -18,6 +18,7 @@ from app.dispatch.reaper import LeaseReaper
 from app.dispatch.reconciler import Reconciler
 from app.dispatch.webhooks import WebhookSender
 from app.services.claims import Claims
+from app.services.event_hub import EventHub
 from app.services.orchestrator import Orchestrator
 from app.store.base import Store
 
@@ -57,6 +58,7 @@ class Services:
     claims: Claims
     webhooks: WebhookSender
     clock: Clock
+    events: EventHub
     tasks: list[asyncio.Task] = field(default_factory=list)
     relay_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -103,6 +105,7 @@ class Services:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks = []
         await self.webhooks.close()
+        await self.events.close()
         await self.broker.close()
         await self.store.close()
 
@@ -121,6 +124,7 @@ def build_services(settings: Settings) -> Services:
         claims=Claims(broker, orchestrator, consumer),
         webhooks=WebhookSender(store, settings, clock),
         clock=clock,
+        events=EventHub(store, settings.sse_check_s),
     )
 
     def on_enqueue(queues: set[str]) -> None:
@@ -128,4 +132,5 @@ def build_services(settings: Settings) -> Services:
         services.relay_wakeup.set()
 
     store.on_enqueue = on_enqueue  # type: ignore[attr-defined]
+    store.on_events = services.events.notify  # type: ignore[attr-defined]
     return services

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -61,30 +60,17 @@ async def batch_events(
         return {"events": [event_view(e) for e in events]}
 
     async def frames() -> AsyncIterator[str]:
-        cursor = after
-        idle = 0
-        ends = time.monotonic() + svc.settings.sse_max_s
         yield "retry: 1000\n\n"
-        while time.monotonic() < ends:
-            # Read the batch before its events: if it had ended by then, the events of its
-            # end are already stored and this read gets them all.
-            batch = await svc.store.get_batch(batch_id)
-            events = await svc.store.events_after(batch_id, cursor, 500)
-            for event in events:
-                cursor = event.id or cursor
-                yield sse_frame(event_view(event))
-            if events:
-                idle = 0
-                continue
-            if batch is None or batch.finished:
-                # Everything up to the end was sent; a retry later starts a new stream.
-                return
-            if await request.is_disconnected():
-                return
-            idle += 1
-            if idle % 30 == 0:
+        until = asyncio.get_running_loop().time() + svc.settings.sse_max_s
+        async for events in svc.events.follow(batch_id, after, until):
+            if not events:  # nothing new for a while: keep the connection, notice a gone client
+                if await request.is_disconnected():
+                    return
                 yield ": keep-alive\n\n"
-            await asyncio.sleep(svc.settings.poll_interval_s)
+            for event in events:
+                yield sse_frame(event_view(event))
+        # The batch ended (everything up to its end was sent) or the stream's time ran out:
+        # a client resumes with Last-Event-ID.
 
     return StreamingResponse(
         frames(),

@@ -353,6 +353,10 @@ class Store(ABC):
     @abstractmethod
     async def list_webhooks(self, batch_id: str) -> list[Webhook]: ...
 
+    @abstractmethod
+    async def event_heads(self, batch_ids: list[str]) -> dict[str, int]:
+        """The last event id of each batch (one round trip for them all)."""
+
     # Background work (safe with many API processes at once).
     @abstractmethod
     async def expired_leases(self, now: float, limit: int) -> dict[str, list[int]]:

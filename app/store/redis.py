@@ -279,6 +279,7 @@ class RedisStore(Store, Idempotency):
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
         self.on_enqueue: Callable[[set[str]], None] | None = None
+        self.on_events: Callable[[set[str]], None] | None = None
         self.commit_script = redis.register_script(lua.COMMIT)
         self.lock_script = redis.register_script(lua.LOCK)
         self.unlock_script = redis.register_script(lua.UNLOCK)
@@ -420,6 +421,8 @@ class RedisStore(Store, Idempotency):
             log.exception("updating the shared indexes after a commit on batch %s failed", batch.id)
         if (cs.messages or cs.bulk) and self.on_enqueue is not None:
             self.on_enqueue({m.queue for m in cs.messages} | {"*"})
+        if cs.events and self.on_events is not None:
+            self.on_events({batch.id})
 
     # ---- reads ----------------------------------------------------------------------------------
 
@@ -502,6 +505,13 @@ class RedisStore(Store, Idempotency):
             data = codec.json.loads(body)
             events.append(Event(id=int(id_), batch_id=data["batch_id"], type=data["type"], data=data["data"], created_at=data["created_at"]))
         return events
+
+    async def event_heads(self, batch_ids: list[str]) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for batch_id in batch_ids:
+                pipe.hget(self.keys.of(batch_id, "batch"), "seq")
+            heads = await _g(pipe.execute())
+        return {b: int(h) for b, h in zip(batch_ids, heads) if h is not None}
 
     async def list_webhooks(self, batch_id: str) -> list[Webhook]:
         ids = await _g(self.redis.lrange(self.keys.of(batch_id, "whl"), 0, -1))

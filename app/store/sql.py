@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, event, select, text, update
+from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -150,8 +150,10 @@ class SqlStore(Store, Idempotency):
         self.write_engine = self.engine.execution_options(sqlite_immediate=True)
         self.auto_migrate = auto_migrate
         self.postgres = url.startswith("postgresql")
-        # Called with the queue names a committed operation enqueued to (wakes long-polls).
+        # Called with the queue names a committed operation enqueued to (wakes long-polls), and
+        # with the batches it wrote events of (wakes their event streams).
         self.on_enqueue: Callable[[set[str]], None] | None = None
+        self.on_events: Callable[[set[str]], None] | None = None
         self.idempotency = self
         self.outbox = self.message_table = self.retention = self.reconciliation = self
 
@@ -202,15 +204,19 @@ class SqlStore(Store, Idempotency):
                     await uow.open(batch_id)
                 result = await operation(uow)
                 queues: set[str] = set()
+                evented = False
                 if uow.batch is not None and uow.has_writes:
                     changes = uow.changes()
                     if not await self._commit(conn, changes):
                         raise _Rollback
                     queues = {m.queue for m in changes.messages} | ({"*"} if changes.bulk else set())
+                    evented = bool(changes.events)
         except _Rollback:
             return False, None
         if queues and self.on_enqueue is not None:
             self.on_enqueue(queues)
+        if evented and self.on_events is not None and uow.batch is not None:
+            self.on_events({uow.batch.id})
         return True, result
 
     async def _commit(self, conn: AsyncConnection, cs: ChangeSet) -> bool:
@@ -287,6 +293,11 @@ class SqlStore(Store, Idempotency):
         e = t.events.c
         stmt = select(t.events).where(e.batch_id == batch_id, e.id > after_id).order_by(e.id).limit(limit)
         return [Event(id=r.id, batch_id=r.batch_id, type=r.type, data=r.data, created_at=r.created_at) for r in await self._all(stmt)]
+
+    async def event_heads(self, batch_ids: list[str]) -> dict[str, int]:
+        e = t.events.c
+        stmt = select(e.batch_id, func.max(e.id)).where(e.batch_id.in_(batch_ids)).group_by(e.batch_id)
+        return {batch_id: head for batch_id, head in await self._all(stmt)}
 
     async def list_webhooks(self, batch_id: str) -> list[Webhook]:
         w = t.webhooks.c

@@ -151,6 +151,13 @@ class MemoryStore(Store):
     async def list_webhooks(self, batch_id: str) -> list[Webhook]:
         return [w for w in self.webhooks if w.batch_id == batch_id]
 
+    async def event_heads(self, batch_ids: list[str]) -> dict[str, int]:
+        heads: dict[str, int] = {}
+        for e in self.events:
+            if e.batch_id in batch_ids:
+                heads[e.batch_id] = max(heads.get(e.batch_id, 0), e.id or 0)
+        return heads
+
     async def expired_leases(self, now: float, limit: int) -> dict[str, list[int]]:
         found: dict[str, list[int]] = {}
         for batch_id, jobs in self.jobs.items():
@@ -216,7 +223,7 @@ class Core:
     async def claim(self, batch_id: str | None = None, max: int | None = None) -> list[dict[str, Any]]:
         """Start the due attempts, as a worker's claim does (refused ones are dropped)."""
         due = self.due(batch_id, max)
-        started, _ = await self.orc.start_many(None, [(m.payload()["job_id"], m.attempt) for m in due])
+        started, _ = await self.orc.start_many(None, [(m.payload()["job_id"], m.attempt, None) for m in due])
         return started
 
     async def complete(self, msg: dict[str, Any], result: Any = None, context: dict | None = None) -> dict[str, Any]:
