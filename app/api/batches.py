@@ -54,6 +54,7 @@ async def _create(body: BatchIn, request: Request, svc: Svc, caller: Producer, k
             max_concurrency=body.max_concurrency,
             callbacks=callbacks_of(body),
             defaults={k: v for k, v in (("max_attempts", body.max_attempts), ("timeout_s", body.timeout_s)) if v is not None},
+            count=count,
             traceparent=request.headers.get("traceparent"),
             batch_id=batch_id,
         )

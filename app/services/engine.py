@@ -28,7 +28,9 @@ from app.domain.states import (
     move_job,
     move_jobs,
 )
-from app.store.base import BulkMove, Dispatch, UnitOfWork
+from app.store.base import BulkMove, Dispatch, NewJob, NewJobs, UnitOfWork
+
+CHUNK = 5000  # jobs made and written at a time
 
 
 def new_id() -> str:
@@ -59,53 +61,52 @@ class Step:
             return name
         raise Invalid(f"queue {name!r} is not declared (see BATCHQ_QUEUES)", field=field_)
 
-    def new_job(self, spec: JobSpec, defaults: dict[str, Any], field_: str, kind: JobKind = JobKind.JOB) -> Job:
-        """A job of this batch at its next position, waiting (counted)."""
+    async def add_jobs(self, specs: Iterable[JobSpec], count: int, defaults: dict[str, Any], field_: str = "jobs") -> range:
+        """Append `count` jobs of the batch's own kind, set-based; those its concurrency allows
+        are dispatched at once (jobs that were waiting already go first). They are written in
+        chunks as they are read, so a 100,000-job batch is never built whole in memory."""
+        await self.fill()
         batch = self.batch
-        queue = self.resolve_queue(spec.queue, f"{field_}.queue") if spec.queue else batch.queue
+        first = batch.next_position
+        batch.next_position += count
+        move_jobs(batch, JobKind.JOB, None, JobStatus.WAITING, count)
+        to_queue = min(count, rules.dispatch_slots(batch))
+        move_jobs(batch, JobKind.JOB, JobStatus.WAITING, JobStatus.QUEUED, to_queue)
+        chunk: list[NewJob] = []
+        made = 0
+        for index, spec in enumerate(specs):
+            chunk.append(self.job_values(spec, defaults, f"{field_}[{index}]"))
+            if len(chunk) == CHUNK:
+                await self._insert(first + made, chunk, to_queue - made)
+                made += len(chunk)
+                chunk = []
+        if chunk:
+            await self._insert(first + made, chunk, to_queue - made)
+            made += len(chunk)
+        assert made == count, f"{made} jobs made, {count} announced"
+        return range(first, first + count)
+
+    async def _insert(self, first: int, chunk: list[NewJob], queued_left: int) -> None:
+        await self.uow.insert_jobs(NewJobs(first, chunk, max(0, min(len(chunk), queued_left)), self.now))
+
+    def job_values(self, spec: JobSpec, defaults: dict[str, Any], field_: str) -> NewJob:
+        """A job's values, with the job's own first, then the batch's, the queue's and the service's defaults."""
+        queue = self.resolve_queue(spec.queue, f"{field_}.queue") if spec.queue else self.batch.queue
         qcfg = self.settings.queue_config(queue)
-        job = Job(
-            batch_id=batch.id,
-            position=batch.next_position,
-            name=spec.name,
-            queue=queue,
-            kind=kind,
-            args=spec.args,
-            compensation=spec.compensation,
-            max_attempts=spec.max_attempts
+        return NewJob(
+            spec.name,
+            queue,
+            spec.args,
+            spec.compensation,
+            spec.max_attempts
             or defaults.get("max_attempts")
             or (qcfg.max_attempts if qcfg else None)
             or self.settings.default_max_attempts,
-            timeout_s=spec.timeout_s
+            spec.timeout_s
             or defaults.get("timeout_s")
             or (qcfg.visibility_timeout_s if qcfg else None)
             or self.settings.default_visibility_timeout_s,
-            created_at=self.now,
         )
-        batch.next_position += 1
-        move_job(batch, job, JobStatus.WAITING)
-        return job
-
-    async def add_jobs(self, specs: Iterable[JobSpec], defaults: dict[str, Any], field_: str = "jobs") -> list[int]:
-        """Append jobs; those the batch's concurrency allows are dispatched at once.
-
-        Jobs that were already waiting go first; new ones are made and written in chunks,
-        so a 100,000-job batch is never held in memory three times over.
-        """
-        await self.fill()
-        positions: list[int] = []
-        chunk: list[Job] = []
-        for index, spec in enumerate(specs):
-            job = self.new_job(spec, defaults, f"{field_}[{index}]")
-            if rules.dispatch_slots(self.batch) > 0:
-                self.dispatch(job)
-            chunk.append(job)
-            positions.append(job.position)
-            if len(chunk) >= 1000:
-                await self.uow.add_jobs(chunk)
-                chunk = []
-        await self.uow.add_jobs(chunk)
-        return positions
 
     # ---- dispatching ------------------------------------------------------------------------
 

@@ -101,6 +101,7 @@ class Orchestrator:
         max_concurrency: int | None,
         callbacks: Callbacks,
         defaults: dict[str, Any],
+        count: int,
         traceparent: str | None = None,
         batch_id: str | None = None,
     ) -> Batch:
@@ -123,7 +124,7 @@ class Orchestrator:
             uow.create(batch)
             step = Step(uow=uow, settings=self.settings, now=now)
             step.resolve_queue(batch.queue, "queue")
-            await step.add_jobs(specs, defaults)
+            await step.add_jobs(specs, count, defaults)
             step.event("started", {"total": batch.jobs.total, "type": batch.type.value})
             step.announced = rules.progress_step(batch.jobs)
             step.settle()
@@ -157,7 +158,7 @@ class Orchestrator:
                 raise Invalid(
                     f"a batch holds at most {self.settings.max_batch_jobs} jobs; it has {batch.jobs.total}", field="jobs"
                 )
-            positions = await step.add_jobs(specs, {})
+            positions = await step.add_jobs(specs, count, {})
             if key:
                 recent = sorted((v["at"], k) for k, v in batch.adds.items() if step.now - v["at"] < ttl)[-999:]
                 batch.adds = {k: batch.adds[k] for _, k in recent}

@@ -35,10 +35,10 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from app.domain import rules
-from app.domain.models import Attempt, Batch, Event, Job, Message, Webhook
+from app.domain.models import Attempt, Batch, CompensationSpec, Event, Job, Message, Webhook
 from app.domain.states import AttemptStatus, BatchStatus, Counts, JobKind, JobStatus
 from app.store.capabilities import Idempotency, MessageTable, Outbox, Reconciliation, Retention
 from app.store.records import BATCH_STATE_FIELDS, batch_row
@@ -88,6 +88,33 @@ class Dispatch:
     now: float
 
 
+@dataclass(slots=True)
+class NewJob:
+    """What a job made in bulk holds (app.services.engine.Step.add_jobs resolved its defaults)."""
+
+    name: str
+    queue: str
+    args: dict[str, Any]
+    compensation: CompensationSpec | None
+    max_attempts: int
+    timeout_s: float
+
+
+@dataclass
+class NewJobs:
+    """Jobs of the batch's own kind made in bulk, at positions first, first + 1, …; the first
+    `queued` of them are dispatched (attempt 1, due `now`), the rest wait."""
+
+    first: int
+    jobs: list[NewJob]
+    queued: int
+    now: float
+
+    @property
+    def positions(self) -> range:
+        return range(self.first, self.first + len(self.jobs))
+
+
 @dataclass
 class ChangeSet:
     """Everything one operation writes, as the store commits it."""
@@ -97,6 +124,7 @@ class ChangeSet:
     read_version: int
     counts_delta: dict[str, int]  # flat counter field -> change (jobs_completed: +1, …)
     new_jobs: list[Job]
+    inserted: list[NewJobs]  # jobs made in bulk (the store wrote or keeps their records)
     changed_jobs: list[Job]
     read_jobs: dict[int, tuple[JobStatus, int]]  # every job read: its status and attempt as read
     bulk: list[BulkMove | Dispatch]
@@ -127,6 +155,7 @@ class UnitOfWork(ABC):
         self._job_read: dict[int, tuple[JobStatus, int] | None] = {}
         self._dirty: dict[int, Job] = {}
         self._bulk: list[BulkMove | Dispatch] = []
+        self._inserted: list[NewJobs] = []
         self._attempts: list[Attempt] = []
         self._messages: list[Message] = []
         self._events: list[Event] = []
@@ -150,8 +179,8 @@ class UnitOfWork(ABC):
     async def _read_attempt(self, position: int, attempt: int) -> Attempt | None:
         """An ended attempt of a job of this batch (to recognise a repeated report)."""
 
-    async def _spill(self, jobs: list[Job]) -> None:  # noqa: B027 - optional
-        """Write new jobs early (a big batch is created in chunks, not built whole in memory)."""
+    async def _insert(self, new: NewJobs) -> None:  # noqa: B027 - optional
+        """Write the records of jobs made in bulk now, or keep them for the commit."""
 
     # ---- reads -----------------------------------------------------------------------------
 
@@ -194,17 +223,11 @@ class UnitOfWork(ABC):
 
     # ---- writes (buffered) -----------------------------------------------------------------
 
-    async def add_jobs(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            self._jobs[job.position] = job
-            self._job_read[job.position] = None
-            self._dirty[job.position] = job
-        spill = [j for j in self._dirty.values() if self._job_read.get(j.position) is None]
-        if len(spill) >= 5000 and self.mode == Mode.LOCKED:
-            # Many new jobs are written in chunks as they are made, not built whole in memory.
-            await self._spill(spill)
-            for job in spill:
-                del self._dirty[job.position], self._jobs[job.position], self._job_read[job.position]
+    async def insert_jobs(self, new: NewJobs) -> None:
+        """Jobs made in bulk (a chunk of a batch's creation, or of an add): set-based, never
+        one Job record each (the counts moved already)."""
+        self._inserted.append(new)
+        await self._insert(new)
 
     def save_job(self, job: Job) -> None:
         self._jobs[job.position] = job
@@ -255,6 +278,7 @@ class UnitOfWork(ABC):
             read_version=read_version,
             counts_delta=delta,
             new_jobs=new_jobs,
+            inserted=self._inserted,
             changed_jobs=changed,
             read_jobs=read_jobs,
             bulk=self._bulk,
@@ -267,7 +291,7 @@ class UnitOfWork(ABC):
     def _quiet(self, batch: Batch, delta: dict[str, int], new_jobs: list[Job]) -> bool:
         read = self._read
         assert read is not None
-        if new_jobs or self._bulk or any(v for k, v in delta.items() if k.startswith("comps_")):
+        if new_jobs or self._inserted or self._bulk or any(v for k, v in delta.items() if k.startswith("comps_")):
             return False
         before, after = batch_row(read), batch_row(batch)
         if any(before[f] != after[f] for f in BATCH_STATE_FIELDS if f != "updated_at"):
@@ -282,7 +306,7 @@ class UnitOfWork(ABC):
         if self._read is None:
             return True
         return bool(
-            self._dirty or self._bulk or self._attempts or self._messages or self._events or self._webhooks
+            self._dirty or self._inserted or self._bulk or self._attempts or self._messages or self._events or self._webhooks
             or batch_row(self._read) != batch_row(self.batch)  # type: ignore[arg-type]
         )
 

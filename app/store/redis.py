@@ -31,7 +31,19 @@ from app.domain.models import Attempt, Batch, Event, Job, Message, Webhook
 from app.domain.states import JobKind, JobStatus
 from app.store import redis_codec as codec
 from app.store import redis_scripts as lua
-from app.store.base import BatchExists, BulkMove, ChangeSet, Commit, Dispatch, Mode, Operation, Store, StoreBusy, UnitOfWork
+from app.store.base import (
+    BatchExists,
+    BulkMove,
+    ChangeSet,
+    Commit,
+    Dispatch,
+    Mode,
+    NewJobs,
+    Operation,
+    Store,
+    StoreBusy,
+    UnitOfWork,
+)
 from app.store.capabilities import Idempotency, IdempotencyRecord, Publish, Queued
 from app.store.redis_keys import ALL, INDEX, SEP, Keys, zset_index
 
@@ -76,7 +88,6 @@ class RedisUnitOfWork(UnitOfWork):
         self.redis = store.redis
         self.keys = store.keys
         self.token = token  # the lock's, in LOCKED mode
-        self.spilled: list[Job] = []  # new jobs whose records were written ahead of the commit
 
     def _key(self, name: str) -> str:
         assert self.batch is not None
@@ -101,18 +112,21 @@ class RedisUnitOfWork(UnitOfWork):
         raw = await _g(self.redis.hget(self._key("att"), f"{position}.{attempt}"))
         return codec.decode_attempt(raw) if raw is not None else None
 
-    async def _spill(self, jobs: list[Job]) -> None:
-        """Write new jobs' records ahead of the commit; listings see them only once the
-        commit adds them to the zsets (a commit that never comes leaves them to expire)."""
+    async def _insert(self, new: NewJobs) -> None:
+        """Write the records of jobs made in bulk ahead of the commit (a chunk at a time);
+        listings see them only once the commit adds their positions to the zsets, and those
+        of a commit that never comes expire (or are written over by the next add)."""
+        assert self.batch is not None
+        fixed, state = codec.new_job_records(self.batch.id, new)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for chunk in _chunks(jobs, CHUNK):
-                pipe.hset(self._key("jobs"), mapping={str(j.position): codec.encode_fixed(j) for j in chunk})
-                pipe.hset(self._key("state"), mapping={str(j.position): codec.encode_state(j) for j in chunk})
-            if self.batch is not None and self._read is None:
+            for chunk in _chunks(fixed, CHUNK):
+                pipe.hset(self._key("jobs"), mapping=dict(chunk))
+            for chunk in _chunks(state, CHUNK):
+                pipe.hset(self._key("state"), mapping=dict(chunk))
+            if self._read is None:  # a batch being created: nothing of it is visible yet
                 for name in ("jobs", "state"):
                     pipe.expire(self._key(name), SPILL_TTL_S)
             await _g(pipe.execute())
-        self.spilled += jobs
 
 
 class Emitter:
@@ -189,7 +203,9 @@ class Emitter:
             self.call("HSET", "state", *chunk)
         zadd: dict[str, list[Any]] = defaultdict(list)
         zrem: dict[str, list[Any]] = defaultdict(list)
-        for job in uow.spilled + cs.new_jobs:
+        for new in cs.inserted:
+            self._inserted(new)
+        for job in cs.new_jobs:
             status = job.status.value  # type: ignore[union-attr]
             for kind in (job.kind.value, ALL):
                 for s in (status, None):
@@ -207,6 +223,25 @@ class Emitter:
             self.zrem(key, members)
         for key, pairs in zadd.items():
             self.zadd(key, pairs)
+
+    def _inserted(self, new: NewJobs) -> None:
+        """Jobs made in bulk (records written already): their positions join the zsets, the
+        dispatched ones' messages the outbox, by ranges (no member list for 100,000 jobs)."""
+        last = new.first + len(new.jobs) - 1
+        split = new.first + new.queued  # positions before this are queued, the rest wait
+        for kind in (JobKind.JOB.value, ALL):
+            self.writes.append(["ZRANGE_ADD", str(zset_index(kind, None)), str(new.first), str(last)])
+            if new.queued:
+                self.writes.append(["ZRANGE_ADD", str(zset_index(kind, "queued")), str(new.first), str(split - 1)])
+            if split <= last:
+                self.writes.append(["ZRANGE_ADD", str(zset_index(kind, "waiting")), str(split), str(last)])
+        start = new.first
+        for i in range(1, new.queued + 1):  # runs of one queue among the dispatched ones
+            if i == new.queued or new.jobs[i].queue != new.jobs[i - 1].queue:
+                queue = new.jobs[i - 1].queue
+                self.writes.append(["OUT_ADD", str(start), str(new.first + i - 1), "1", queue, repr(new.now)])
+                self.moved[f"{queue}{SEP}queued"] += new.first + i - start
+                start = new.first + i
 
     def _job_side_effects(self, job: Job, was: tuple[JobStatus, int] | None) -> None:
         """Leases, outbox, gauges and the user data of one written job."""
@@ -400,7 +435,7 @@ class RedisStore(Store, Idempotency):
             async with self.redis.pipeline(transaction=False) as pipe:
                 # "Look at this batch now": a fresh score each time, so that a relay or reaper
                 # that read the old one and found nothing leaves the entry (SETTLE_INDEX).
-                if cs.messages or any(isinstance(op, Dispatch) for op in cs.bulk):
+                if cs.messages or any(isinstance(op, Dispatch) for op in cs.bulk) or any(n.queued for n in cs.inserted):
                     pipe.zadd(k.outbox_index, {batch.id: _fresh()})
                 if any(j.status == JobStatus.RUNNING for j in cs.changed_jobs):
                     pipe.zadd(k.lease_index, {batch.id: _fresh()})
@@ -419,7 +454,7 @@ class RedisStore(Store, Idempotency):
                 await _g(pipe.execute())
         except Exception:  # noqa: BLE001 - the batch is committed; the reconciler repairs indexes
             log.exception("updating the shared indexes after a commit on batch %s failed", batch.id)
-        if (cs.messages or cs.bulk) and self.on_enqueue is not None:
+        if (cs.messages or cs.bulk or cs.inserted) and self.on_enqueue is not None:
             self.on_enqueue({m.queue for m in cs.messages} | {"*"})
         if cs.events and self.on_events is not None:
             self.on_events({batch.id})

@@ -14,6 +14,7 @@ from typing import Any
 
 from app.domain.models import Attempt, Batch, Callbacks, CompensationSpec, Failure, Job, Webhook
 from app.domain.states import COUNT_FIELDS, AttemptStatus, BatchStatus, BatchType, Counts, FailurePolicy, JobKind, JobStatus
+from app.store.base import NewJobs
 from app.store.redis_keys import SEP
 
 # The state string's fields, in order (redis_scripts.STATE_FIELDS says the same in Lua).
@@ -42,6 +43,25 @@ def encode_state(job: Job) -> str:
             _num(job.lease_expires_at), _num(job.started_at), job.worker or "", _num(job.queued_at), _num(job.finished_at),
         ]
     )  # fmt: skip
+
+
+def new_job_records(batch_id: str, new: NewJobs) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(position, fixed JSON) and (position, state) of jobs made in bulk."""
+    now = repr(new.now)
+    fixed, state = [], []
+    for i, job in enumerate(new.jobs):
+        position = str(new.first + i)
+        fixed.append((position, dumps({
+            "kind": "job", "name": job.name, "args": job.args,
+            "compensation": asdict(job.compensation) if job.compensation else None,
+            "max_attempts": job.max_attempts, "timeout_s": job.timeout_s, "original_position": None,
+            "compensation_info": None, "created_at": new.now,
+        })))  # fmt: skip
+        if i < new.queued:
+            state.append((position, SEP.join([job.queue, "queued", "1", "0", now, "", "", "", "", now, ""])))
+        else:
+            state.append((position, SEP.join([job.queue, "waiting", "0", "0", "", "", "", "", "", "", ""])))
+    return fixed, state
 
 
 def status_of(state: str) -> tuple[str, int]:

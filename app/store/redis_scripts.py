@@ -21,6 +21,10 @@ Python's repr); then come commands, each `NAME, ARGC, ARG…`:
                                 state strings, outbox, leases and ended attempts on the way
     DISPATCH kind_waiting all_waiting kind_queued all_queued limit now
                                 queue the `limit` waiting jobs with the lowest positions
+    ZRANGE_ADD key_index first last
+                                add the positions first..last to a zset (jobs made in bulk)
+    OUT_ADD first last attempt queue now
+                                their messages in the outbox
     TTL seconds                 expire every key of the batch (> 0) or persist them (-1)
     UNLOCK                      release the batch's lock
 It returns {1, field, delta, …}: the queue counts ("queue\\x1fstatus") the set-based
@@ -134,6 +138,28 @@ function write.DISPATCH(a)
     redis.call('ZREM', all_w, p)
     redis.call('ZADD', kind_q, p, p)
     redis.call('ZADD', all_q, p, p)
+  end
+end
+function write.ZRANGE_ADD(a)
+  local key, first, last = KEYS[tonumber(a[1])], tonumber(a[2]), tonumber(a[3])
+  for from = first, last, 500 do
+    local pairs_ = {}
+    for p = from, math.min(from + 499, last) do
+      pairs_[#pairs_ + 1] = p
+      pairs_[#pairs_ + 1] = p
+    end
+    redis.call('ZADD', key, unpack(pairs_))
+  end
+end
+function write.OUT_ADD(a)
+  local first, last, attempt, queue, at = tonumber(a[1]), tonumber(a[2]), a[3], a[4], a[5]
+  for from = first, last, 500 do
+    local pairs_ = {}
+    for p = from, math.min(from + 499, last) do
+      pairs_[#pairs_ + 1] = at
+      pairs_[#pairs_ + 1] = p .. SEP .. attempt .. SEP .. queue
+    end
+    redis.call('ZADD', OUT, unpack(pairs_))
   end
 end
 function write.TTL(args)

@@ -18,7 +18,7 @@ from app.domain.definitions import JobSpec
 from app.domain.models import Attempt, Batch, Callbacks, Event, Job, Message, Webhook
 from app.domain.states import BatchType, FailurePolicy, JobKind, JobStatus
 from app.services.orchestrator import Orchestrator, Report
-from app.store.base import BulkMove, ChangeSet, Mode, Operation, Store, T, UnitOfWork
+from app.store.base import BulkMove, ChangeSet, Mode, NewJobs, Operation, Store, T, UnitOfWork
 
 
 class MemoryUnitOfWork(UnitOfWork):
@@ -45,9 +45,23 @@ class MemoryUnitOfWork(UnitOfWork):
         assert self.batch is not None
         return self.store.attempts.get((self.batch.id, position, attempt))
 
-    async def _spill(self, jobs: list[Job]) -> None:
-        assert self.batch is not None
-        self.store.insert_jobs(self.batch.id, jobs)
+    async def _insert(self, new: NewJobs) -> None:
+        """Jobs made in bulk, as the SQL store writes them (its _insert)."""
+        batch = self.batch
+        assert batch is not None
+        jobs = []
+        for i, values in enumerate(new.jobs):
+            queued = i < new.queued
+            jobs.append(Job(
+                batch_id=batch.id, position=new.first + i, name=values.name, queue=values.queue, kind=JobKind.JOB,
+                args=values.args, compensation=values.compensation, max_attempts=values.max_attempts,
+                timeout_s=values.timeout_s, status=JobStatus.QUEUED if queued else JobStatus.WAITING,
+                attempts=1 if queued else 0, available_at=new.now if queued else None, created_at=new.now,
+                queued_at=new.now if queued else None,
+            ))  # fmt: skip
+            if queued:
+                self.store.messages.append(Message(batch.tenant, values.queue, batch.id, new.first + i, 1, new.now))
+        self.store.insert_jobs(batch.id, jobs)
 
 
 @dataclass
@@ -210,7 +224,7 @@ class Core:
         specs = [JobSpec(name=j) if isinstance(j, str) else j for j in jobs]
         return await self.orc.create_batch(
             tenant="default", type_=type_, specs=specs, context=context or {}, queue=queue, failure_policy=policy,
-            max_concurrency=limit, callbacks=Callbacks.of(callbacks), defaults=defaults or {},
+            max_concurrency=limit, callbacks=Callbacks.of(callbacks), defaults=defaults or {}, count=len(specs),
         )  # fmt: skip
 
     def due(self, batch_id: str | None = None, max: int | None = None) -> list[Message]:

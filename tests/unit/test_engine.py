@@ -474,7 +474,7 @@ async def test_added_jobs_dispatch_within_the_limit_and_are_refused_once_it_ends
     core = Core(max_batch_jobs=4)
     b = await core.create(["A"], limit=2)
     batch, positions, _ = await core.orc.add_jobs(None, b.id, [JobSpec(name="B"), JobSpec(name="C")], 2)
-    assert positions == [1, 2] and (batch.jobs.queued, batch.jobs.waiting) == (2, 1)
+    assert list(positions) == [1, 2] and (batch.jobs.queued, batch.jobs.waiting) == (2, 1)
     assert core.events(b.id, "jobs_added")[0].data == {"count": 2, "first_position": 1, "total": 3}
     with pytest.raises(Invalid):
         await core.orc.add_jobs(None, b.id, [JobSpec(name="D"), JobSpec(name="E")], 2)

@@ -59,7 +59,7 @@ async def test_every_job_compensation_and_callback_takes_the_next_position():
     ]  # fmt: skip
     assert (undo["job_id"], page["job_id"], core.batch(b.id).next_position) == (f"{b.id}.3", f"{b.id}.4", 5)
     _, positions, _ = await core.orc.add_jobs(None, (await core.create(["X"])).id, [JobSpec(name="Y")], 1)
-    assert positions == [1]
+    assert list(positions) == [1]
 
 
 async def test_a_compensation_job_inherits_from_the_job_it_undoes():
@@ -176,7 +176,7 @@ async def test_a_big_batch_is_written_in_chunks_each_job_once():
     assert [j.position for j in jobs] == list(range(6500))
     assert sum(j.status == JobStatus.QUEUED for j in jobs) == 10 and core.batch(b.id).jobs.waiting == 6490
     _, positions, _ = await core.orc.add_jobs(None, b.id, [JobSpec(name="K")] * 2500, 2500)
-    assert positions == list(range(6500, 9000)) and len(core.jobs(b.id)) == 9000
+    assert list(positions) == list(range(6500, 9000)) and len(core.jobs(b.id)) == 9000
 
 
 async def test_a_start_records_the_lease_and_keeps_a_chain_steps_context_only():
