@@ -2,7 +2,8 @@
 # The container test: build the image (Dockerfile) and run docker-compose.yml's production shape
 # (two API replicas, the example worker, PostgreSQL, Redis), then check from the host that both
 # replicas are ready and that a chain and a parallel batch run through the compose worker with
-# the right results. Always tears everything down, on failure too.
+# the right results, and that the worker goes on through api-2 once api is stopped. Always
+# tears everything down, on failure too.
 #
 # CI machines reach no image registry: ../shared/docker/engine.sh (BATCHQ_SHARED_DIR overrides
 # ../shared) starts a Docker engine and builds local stand-ins of the base images under the tags
@@ -125,12 +126,19 @@ check "the API runs as a user without privileges" test "$(docker exec "$API" id 
 check "no webhook secret is set when .env has none" test -z "$(docker exec "$API" printenv BATCHQ_WEBHOOK_SECRET)"
 check "/readyz answers on :$PORT1 (api)" curl -fsS -o /dev/null "http://127.0.0.1:$PORT1/readyz"
 check "/readyz answers on :$PORT2 (api-2)" curl -fsS -o /dev/null "http://127.0.0.1:$PORT2/readyz"
-rc=0
-python3 scripts/container_check.py --api "http://127.0.0.1:$PORT1" --api "http://127.0.0.1:$PORT2" --token "$TOKEN" \
-  --worker-host "$(docker inspect -f '{{.Config.Hostname}}' "$WORKER")" --results "$TMP/checks.json" || rc=$?
-if [ -s "$TMP/checks.json" ]; then
-  read -r p f < <(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["passed"], r["failed"])' "$TMP/checks.json")
-  PASSED=$((PASSED + p)) FAILED=$((FAILED + f))
-fi
-[ "$rc" = 0 ] && [ "$FAILED" = 0 ] || die "the stack did not do what it should (see above)"
+WORKER_HOST=$(docker inspect -f '{{.Config.Hostname}}' "$WORKER")
+run_checks() {  # arguments of scripts/container_check.py; counts its checks
+  local rc=0 p f
+  python3 scripts/container_check.py --token "$TOKEN" --worker-host "$WORKER_HOST" --results "$TMP/checks.json" "$@" || rc=$?
+  if [ -s "$TMP/checks.json" ]; then
+    read -r p f < <(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["passed"], r["failed"])' "$TMP/checks.json")
+    PASSED=$((PASSED + p)) FAILED=$((FAILED + f))
+    rm -f "$TMP/checks.json"
+  fi
+  [ "$rc" = 0 ] && [ "$FAILED" = 0 ] || die "the stack did not do what it should (see above)"
+}
+run_checks --api "http://127.0.0.1:$PORT1" --api "http://127.0.0.1:$PORT2"
+say "stopping api: the worker must move on to api-2"
+compose stop -t 20 api >/dev/null 2>&1
+run_checks --failover --api "http://127.0.0.1:$PORT2"
 say "the image and the compose stack work"
