@@ -1,9 +1,9 @@
 """What scripts/container_test.sh asks of a running compose stack, from the host, with the
-standard library only: both replicas ready, the token required, a chain and a parallel batch
-of the example registry's `Add` jobs run by the compose worker with the right results; with
---failover, a chain through the one replica left running.
+standard library only: both replicas ready, keys required (the worker's may only work queues),
+a chain and a parallel batch of the example registry's `Add` jobs run by the compose worker
+with the right results; with --failover, a chain through the one replica left running.
 
-    python3 scripts/container_check.py --api URL --api URL --token TOKEN --worker-host HOST
+    python3 scripts/container_check.py --api URL --api URL --token KEY --worker-key KEY --worker-host HOST
 """
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def workers_of(api: Api, batch_id: str, total: int) -> set[str]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--api", action="append", required=True, help="a replica's URL (give both)")
-    parser.add_argument("--token", required=True)
+    parser.add_argument("--token", required=True, help="an admin key")
+    parser.add_argument("--worker-key", required=True, help="the worker's key (scope work)")
     parser.add_argument("--worker-host", required=True, help="the worker container's host name")
     parser.add_argument("--results", help="write {passed, failed} here")
     parser.add_argument("--deadline", type=float, default=120)
@@ -109,7 +110,9 @@ def everything(c: Checks, first: Api, second: Api, replicas: list[Api], args: ar
         c.check(f"{api.url}/readyz answers 200 with store and broker up", status == 200 and body["store"] and body["broker"],
                 (status, body))
         status, body = api.call("GET", "/v1/batches?limit=1", token=False)
-        c.check(f"{api.url}/v1 refuses a call without the token (401)", status == 401, (status, body))
+        c.check(f"{api.url}/v1 refuses a call without a key (401)", status == 401, (status, body))
+    status, body = Api(first.url, args.worker_key).call("POST", "/v1/batches", {"type": "parallel", "jobs": ["Add"]})
+    c.check("the worker's key may not create a batch (403)", status == 403, (status, body))
 
     print("a chain of Add jobs (context total 10, +2 +3 +4), created on the first replica:", flush=True)
     status, chain = first.call("POST", "/v1/chains", {

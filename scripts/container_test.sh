@@ -64,11 +64,12 @@ s = [socket.socket() for _ in range(2)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(*(x.getsockname()[1] for x in s))')
 secret() { python3 -c 'import secrets; print(secrets.token_hex(16))'; }
-TOKEN=$(secret)
+TOKEN=$(secret) WORKER_KEY=$(secret)
 cat >"$TMP/ci.env" <<EOF
 POSTGRES_PASSWORD=$(secret)
 REDIS_PASSWORD=$(secret)
 BATCHQ_API_TOKEN=$TOKEN
+BATCHQ_WORKER_KEY=$WORKER_KEY
 BATCHQ_IMAGE=$IMAGE
 BATCHQ_PUBLISH_PORT=$PORT1
 BATCHQ_PUBLISH_PORT_2=$PORT2
@@ -127,7 +128,7 @@ check "no webhook secret is set when .env has none" test -z "$(docker exec "$API
 WORKER_HOST=$(docker inspect -f '{{.Config.Hostname}}' "$WORKER")
 run_checks() {  # arguments of scripts/container_check.py; counts its checks
   local rc=0 p f
-  python3 scripts/container_check.py --token "$TOKEN" --worker-host "$WORKER_HOST" --results "$TMP/checks.json" "$@" || rc=$?
+  python3 scripts/container_check.py --token "$TOKEN" --worker-key "$WORKER_KEY" --worker-host "$WORKER_HOST" --results "$TMP/checks.json" "$@" || rc=$?
   if [ -s "$TMP/checks.json" ]; then
     read -r p f < <(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["passed"], r["failed"])' "$TMP/checks.json")
     PASSED=$((PASSED + p)) FAILED=$((FAILED + f))
