@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
 
+from app import jsonx
 from app.domain.models import Attempt, Batch, Callbacks, CompensationSpec, Failure, Job, Webhook
 from app.domain.states import COUNT_FIELDS, AttemptStatus, BatchStatus, BatchType, Counts, FailurePolicy, JobKind, JobStatus
 from app.store.base import NewJobs
@@ -23,8 +23,7 @@ STATE = ["queue", "status", "attempts", "attempt_base", "available_at", "lease",
 FIXED = ["kind", "name", "args", "compensation", "max_attempts", "timeout_s", "original_position", "compensation_info", "created_at"]
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+dumps = jsonx.dumps
 
 
 def _num(x: float | int | None) -> str:

@@ -9,7 +9,6 @@ write begin IMMEDIATE, so its writers are serialised anyway.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import asdict
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from app import jsonx
 from app.domain.models import Attempt, Batch, Event, Job, Message, Webhook
 from app.domain.states import AttemptStatus, JobKind, JobStatus
 from app.store import sql_schema as t
@@ -47,9 +47,7 @@ LOCKED_TRIES = 8
 CHUNK = 5000  # rows per INSERT executemany
 
 
-def _dumps(value: Any) -> str:
-    # Values are checked at the API (no NaN / Infinity); refuse rather than write bad JSON.
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+_dumps = jsonx.dumps
 
 
 def _webhook(row: Any) -> Webhook:
