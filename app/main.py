@@ -5,6 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from app import ui
 from app.api import batches, errors, events, system, workers
 from app.api.auth import require_token
 from app.config import Settings, get_settings
@@ -37,4 +38,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(workers.router, dependencies=protected)
     app.include_router(events.router, dependencies=protected)
     app.include_router(system.router)
+    ui.install(app)  # the dashboard at /ui: static files calling the /v1 API above
     return app
