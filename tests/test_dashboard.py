@@ -44,6 +44,33 @@ SERVER = dict(FAST, BATCHQ_WEBHOOK_BACKOFF_BASE_S="0.1", BATCHQ_WEBHOOK_BACKOFF_
 expect.set_options(timeout=30_000)
 
 
+def public_routes() -> list[tuple[str, re.Pattern[str]]]:
+    """(method, path pattern) of every operation in openapi/openapi.json, plus GET /v1/me: the
+    public route of scoped keys, which the page asks for and tolerates missing (404)."""
+    spec = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    routes = [("GET", re.compile(r"/v1/me"))]
+    for path, operations in spec["paths"].items():
+        pattern = re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(path)))
+        routes += [(method.upper(), pattern) for method in operations]
+    return routes
+
+
+PUBLIC = public_routes()
+
+
+def private_calls(requests: list[tuple[str, str]], base: str) -> list[str]:
+    """The requests of the page that are neither its own files (/ui/...) nor public API operations."""
+    wrong = []
+    for method, url in requests:
+        assert url.startswith(base + "/"), f"the page fetched from elsewhere: {url}"
+        path = url[len(base):].split("?")[0]
+        if path.startswith("/ui/") and method == "GET":
+            continue
+        if not any(m == method and p.fullmatch(path) for m, p in PUBLIC):
+            wrong.append(f"{method} {path}")
+    return wrong
+
+
 def ensure_chromium() -> None:
     if not Path(CHROMIUM).exists():
         done = subprocess.run(["bash", str(ROOT / "scripts" / "browser.sh")], capture_output=True, text=True, timeout=900)
@@ -118,13 +145,17 @@ def open_page(browser: Any, viewport: dict[str, int] = DESKTOP) -> tuple[Any, An
 
 @pytest.fixture
 def page(browser: Any, dash: Dash) -> Iterator[Any]:
-    """A fresh browser tab (its own session storage); fails the test on an uncaught script error."""
+    """A fresh browser tab (its own session storage). The test fails on an uncaught script error,
+    and on any request of the page that is not its own file or a public API operation."""
     context, page, errors = open_page(browser)
+    requests: list[tuple[str, str]] = []
+    page.on("request", lambda r: requests.append((r.method, r.url)))
     try:
         yield page
     finally:
         context.close()
     assert not errors, f"script errors on the page: {errors}\n{dash.procs.output()}"
+    assert requests and not private_calls(requests, dash.url), private_calls(requests, dash.url)
 
 
 def badge(page: Any) -> Any:
@@ -361,10 +392,10 @@ def test_the_page_asks_for_a_key_and_keeps_it_for_the_session(browser: Any, tmp_
         dialog = page.locator("#key-dialog")
         expect(dialog).to_be_visible()
         expect(dialog).to_contain_text("asks for an API key")
-        page.get_by_label("Key").fill("wrong")
+        page.get_by_label("Key", exact=True).fill("wrong")
         page.get_by_role("button", name="Use this key").click()
         expect(dialog).to_contain_text("The key was refused")
-        page.get_by_label("Key").fill("s3cret-dashboard-key")
+        page.get_by_label("Key", exact=True).fill("s3cret-dashboard-key")
         page.get_by_role("button", name="Use this key").click()
         expect(page.locator(f"tr[data-id='{batch['id']}']")).to_be_visible()
         assert page.evaluate("sessionStorage.getItem('batchq.key')") == "s3cret-dashboard-key"
@@ -400,7 +431,7 @@ def test_a_read_only_key_sees_its_tenant_and_no_actions(browser: Any, tmp_path: 
         assert r.status_code == 201, r.text
         batch = r.json()
         page.goto(dash.ui())
-        page.get_by_label("Key").fill("read-key-1")
+        page.get_by_label("Key", exact=True).fill("read-key-1")
         page.get_by_role("button", name="Use this key").click()
         expect(page.locator("#tenant")).to_have_text("Tenant: acme (read only)")
         page.goto(dash.ui(f"batches/{batch['id']}"))
@@ -499,3 +530,47 @@ def test_screenshots(browser: Any, tmp_path: Path):
         dash.procs.stop_all()
         dash.api.close()
     print(f"\nscreenshots in {SCREENSHOTS}")
+
+
+# ---- the files: served from the package, nothing from elsewhere --------------------------------
+
+
+async def test_the_page_and_its_assets_are_served_and_load_nothing_from_elsewhere():
+    from app.config import Settings
+    from app.main import create_app
+
+    app = create_app(Settings(database_url="sqlite+aiosqlite:///:memory:"))
+    # The lifespan is not run: these routes need no store.
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://batchq.test") as client:
+        r = await client.get("/ui")
+        assert r.status_code == 307 and r.headers["location"] == "/ui/"
+        for path in ("/ui/", "/ui/batches/some-id", "/ui/queues"):
+            r = await client.get(path)
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+            assert '<base href="/ui/">' in r.text
+            assert "default-src 'self'" in r.headers["content-security-policy"]
+        for asset in (ROOT / "app" / "ui" / "assets").iterdir():
+            r = await client.get(f"/ui/assets/{asset.name}")
+            assert r.status_code == 200 and r.headers["cache-control"] == "no-cache", asset.name
+            assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", r.text.replace("http://www.w3.org/2000/svg", "")), asset.name
+        assert (await client.get("/ui/assets/missing.js")).status_code == 404
+    assert not [p for p in app.openapi()["paths"] if p.startswith("/ui")]  # not part of the API
+
+
+def test_the_installed_server_carries_the_dashboard(tmp_path: Path):
+    """A wheel of the server holds the page and every asset (package data, not only the source tree)."""
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "app", "migrations"):
+        copy = subprocess.run(["cp", "-r", str(ROOT / name), str(src / name)], capture_output=True, text=True)
+        assert copy.returncode == 0, copy.stderr
+    built = subprocess.run([os.sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                            "--disable-pip-version-check", "-w", str(tmp_path / "dist"), str(src)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = (tmp_path / "dist").glob("batchq_server-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    wanted = {"app/ui/__init__.py", "app/ui/index.html"} | {f"app/ui/assets/{p.name}" for p in (ROOT / "app" / "ui" / "assets").iterdir()}
+    assert wanted <= names, sorted(wanted - names)

@@ -13,7 +13,8 @@ let current = null; // AbortController of the page on show
 
 // What the key may do. `me` is null on a server without GET /v1/me: everything is offered
 // and the API's refusals are shown as they come.
-export const session = { me: null, canAct: true };
+// `ready` settles once GET /v1/me answered (pages that offer actions wait for it).
+export const session = { me: null, canAct: true, ready: null };
 
 function route() {
   const path = location.pathname.startsWith(basePath) ? location.pathname.slice(basePath.length) : "";
@@ -67,10 +68,15 @@ document.getElementById("forget-key").addEventListener("click", () => {
   location.reload();
 });
 
-async function start() {
+async function lookUpKey() {
   const forget = document.getElementById("forget-key");
   forget.hidden = !auth.key;
-  session.me = await whoAmI(); // asks for a key first when the API wants one
+  try {
+    session.me = await whoAmI(); // asks for a key first when the API wants one
+  } catch (err) {
+    console.warn("GET /v1/me:", err); // the page's own calls will show what is wrong
+    return;
+  }
   forget.hidden = !auth.key;
   if (session.me) {
     const scopes = session.me.scopes || [];
@@ -81,9 +87,7 @@ async function start() {
     tenant.hidden = false;
   }
   document.body.dataset.canAct = String(session.canAct);
-  show();
 }
 
-start().catch((err) => {
-  main.replaceChildren(h("h1", {}, "batchq"), h("p", { class: "error", role: "alert" }, `The API did not answer: ${err}`));
-});
+session.ready = lookUpKey();
+show(); // the page asks for its data meanwhile

@@ -18,6 +18,12 @@ const REFRESH_S = 2;
 const enc = encodeURIComponent;
 const finished = (b) => !["running", "compensating"].includes(b.status);
 
+function jobsPath(id, view) {
+  const q = new URLSearchParams({ kind: view.kind, limit: String(PAGE), offset: String(view.offset) });
+  if (view.status) q.set("status", view.status);
+  return `/v1/batches/${enc(id)}/jobs?${q}`;
+}
+
 function section(title, id, ...children) {
   return h("section", { "aria-labelledby": id, class: "card" }, h("h2", { id }, title), ...children);
 }
@@ -37,13 +43,19 @@ function eventText(e) {
   }
 }
 
-export function batchPage(main, { id, signal }) {
+export async function batchPage(main, { id, signal }) {
   document.title = `Batch ${id.slice(0, 8)} · batchq`;
+  const view = { status: "", kind: "job", offset: 0 };
+  // Ask for the batch and its first page of jobs at once, while the key's scopes are looked up.
+  const first = { batch: api(`/v1/batches/${enc(id)}`, { signal }), jobs: api(jobsPath(id, view), { signal }) };
+  first.batch.catch(() => {});
+  first.jobs.catch(() => {});
+  await session.ready;
+  if (signal.aborted) return;
   const canAct = session.canAct;
   let batch = null;
   const selected = new Set(); // ticked failed jobs, across pages
   const opened = new Set(); // jobs whose details are open
-  const view = { status: "", kind: "job", offset: 0 };
   let lastEventId = 0;
   let streaming = false;
 
@@ -166,8 +178,8 @@ export function batchPage(main, { id, signal }) {
     statusSel.value = view.status;
   }
 
-  async function loadBatch() {
-    const b = await api(`/v1/batches/${enc(id)}`, { signal });
+  async function loadBatch(pending) {
+    const b = await (pending ?? api(`/v1/batches/${enc(id)}`, { signal }));
     const changed = JSON.stringify(b) !== JSON.stringify(batch);
     batch = b;
     loadError.hidden = true;
@@ -271,14 +283,15 @@ export function batchPage(main, { id, signal }) {
   }
 
   let jobsToken = 0;
-  async function loadJobs() {
-    const token = ++jobsToken;
-    const q = new URLSearchParams({ kind: view.kind, limit: String(PAGE), offset: String(view.offset) });
-    if (view.status) q.set("status", view.status);
-    const r = await api(`/v1/batches/${enc(id)}/jobs?${q}`, { signal });
+  async function showJobs(token, pending) {
+    const r = await pending;
     if (token !== jobsToken) return; // a newer page was asked for meanwhile
     if (batch) renderStatusOptions(batch);
     renderJobs(r.jobs);
+  }
+
+  function loadJobs() {
+    return showJobs(++jobsToken, api(jobsPath(id, view), { signal }));
   }
 
   function updateSelection() {
@@ -328,14 +341,23 @@ export function batchPage(main, { id, signal }) {
   }
 
   // ---- live --------------------------------------------------------------------------------
-  async function loadAll() {
-    await loadBatch();
-    await loadRest();
+  // The batch and the jobs page are asked for together; the batch is shown first (the jobs
+  // table's tick boxes and totals depend on it).
+  async function loadAll(pending = {}) {
+    const token = ++jobsToken;
+    const jobs = pending.jobs ?? api(jobsPath(id, view), { signal });
+    jobs.catch(() => {});
+    await loadBatch(pending.batch);
+    await showJobs(token, jobs);
+    await loadOthers();
   }
 
   async function loadRest() {
+    await Promise.all([loadJobs(), loadOthers()]);
+  }
+
+  async function loadOthers() {
     await Promise.all([
-      loadJobs(),
       batch.type === "chain" ? loadSteps() : null,
       compsSection.hidden ? null : loadCompensations(),
       callbacksPending || finished(batch) ? loadCallbacks() : null,
@@ -404,7 +426,7 @@ export function batchPage(main, { id, signal }) {
 
   (async () => {
     try {
-      await loadAll();
+      await loadAll(first);
     } catch (err) {
       if (signal.aborted) return;
       if (err instanceof ApiError && err.status === 404) {
