@@ -175,6 +175,25 @@ def confirm(page: Any, expected_text: str | None = None) -> None:
     expect(dialog).to_be_hidden()
 
 
+# A screen reader's basics: one h1, every control and image named, every table captioned.
+UNNAMED = """() => {
+  const named = (el) => (el.labels && el.labels.length) || el.getAttribute("aria-label") || el.getAttribute("aria-labelledby")
+    || el.getAttribute("title") || el.textContent.trim() || el.getAttribute("alt") !== null;
+  const visible = (el) => el.getClientRects().length > 0;
+  return {
+    h1: document.querySelectorAll("h1").length,
+    unnamed: [...document.querySelectorAll("button, input, select, a, img")].filter((el) => visible(el) && !named(el))
+      .map((el) => el.outerHTML.slice(0, 80)),
+    uncaptioned: [...document.querySelectorAll("table")].filter((t) => !t.caption).length,
+  };
+}"""
+
+
+def assert_accessible_basics(page: Any) -> None:
+    found = page.evaluate(UNNAMED)
+    assert found == {"h1": 1, "unnamed": [], "uncaptioned": 0}, found
+
+
 def job_rows(page: Any) -> Any:
     return page.locator("table.jobs tbody tr[data-id]")
 
@@ -479,6 +498,7 @@ def test_a_batch_of_100000_jobs_renders_one_page_of_jobs(page: Any, dash: Dash):
 # ---- screenshots for the README ---------------------------------------------------------------
 
 
+@pytest.mark.timeout(300)
 def test_screenshots(browser: Any, tmp_path: Path):
     """Desktop and phone shots of the three pages, on a server of their own with a few batches."""
     dash = start_dash(tmp_path)
@@ -509,12 +529,14 @@ def test_screenshots(browser: Any, tmp_path: Path):
             try:
                 page.goto(dash.ui())
                 expect(page.locator("table.batches tbody tr")).to_have_count(6)
+                assert_accessible_basics(page)
                 page.screenshot(path=SCREENSHOTS / f"batches-{name}.png", full_page=True)
                 page.goto(dash.ui(f"batches/{mixed['id']}"))
                 page.get_by_label("Status", exact=True).select_option("failed")
                 expect(job_rows(page)).to_have_count(3)
                 job_rows(page).first.get_by_role("button", name="Show").click()
                 expect(page.locator(".details-row table.attempts")).to_be_visible()
+                assert_accessible_basics(page)
                 page.screenshot(path=SCREENSHOTS / f"batch-{name}.png", full_page=True)
                 page.goto(dash.ui(f"batches/{saga['id']}"))
                 expect(page.locator("#h-comps").locator("..").locator(".step")).to_have_count(3)
@@ -522,6 +544,7 @@ def test_screenshots(browser: Any, tmp_path: Path):
                 page.goto(dash.ui("queues"))
                 for queue in ("imports", "images"):
                     expect(page.get_by_role("rowheader", name=queue)).to_be_visible()
+                assert_accessible_basics(page)
                 page.screenshot(path=SCREENSHOTS / f"queues-{name}.png", full_page=True)
             finally:
                 context.close()
