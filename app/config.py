@@ -1,9 +1,11 @@
 """All settings in one place, read from BATCHQ_* environment variables."""
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -12,6 +14,35 @@ class QueueConfig(BaseModel):
 
     visibility_timeout_s: float | None = None
     max_attempts: int | None = None
+
+
+Scope = Literal["produce", "read", "work", "admin"]
+
+
+class ApiKey(BaseModel):
+    """One API key (BATCHQ_API_KEYS is a JSON list of these). Give `key`, or `key_sha256` (its
+    SHA-256, hex) so that the key itself need not sit in the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str | None = Field(default=None, min_length=16)
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    tenant: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    scopes: list[Scope] = Field(min_length=1)
+    queues: list[str] | None = None  # `work` keys: only these queues (None: every queue of the tenant)
+    name: str | None = None  # who holds it, for logs
+
+    @model_validator(mode="after")
+    def one_form(self) -> ApiKey:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give `key` or `key_sha256`, not both")
+        return self
+
+    @property
+    def digest(self) -> str:
+        if self.key_sha256 is not None:
+            return self.key_sha256.lower()
+        return hashlib.sha256(self.key.encode()).hexdigest()  # type: ignore[union-attr]
 
 
 class Settings(BaseSettings):
@@ -27,8 +58,15 @@ class Settings(BaseSettings):
     # Redis keys (store and streams) live under this prefix.
     redis_prefix: str = "batchq"
 
-    # When set, every /v1 request must carry "Authorization: Bearer <token>".
+    # API keys with scopes and tenants (JSON list of ApiKey). With none (and no api_token),
+    # the API is open: every caller is an admin of the tenant "default".
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    # One key with every scope (the tenant "default"), kept from 0.1.
     api_token: str | None = None
+    # /openapi.json, /docs and /redoc: open to anyone (true), or to holders of a key (false).
+    public_docs: bool = True
+    # Bodies larger than this are refused (413) before they are read.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -41,7 +79,9 @@ class Settings(BaseSettings):
     # A message fetched from the broker but never turned into a running attempt
     # (the fetching process died) becomes visible again after this long.
     claim_timeout_s: float = 30.0
-    max_claim_wait_s: float = 30.0
+
+    # How long an Idempotency-Key is remembered (create, add jobs).
+    idempotency_ttl_s: float = Field(default=86400.0, ge=60)
 
     # Size limits: jobs in one request (create, add), and in one batch over its life.
     max_request_jobs: int = 100_000

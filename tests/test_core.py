@@ -224,7 +224,7 @@ async def test_unknown_ids_are_404_with_one_error_shape(api):
         r = await api.get(url)
         assert r.status_code == 404 and set(r.json()["error"]) >= {"code", "message"}
     r = await api.post("/v1/batches", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json" and r.json()["error"]["field"] == "body"
 
 
 async def test_list_batches_filters_and_paginates(api):

@@ -1,10 +1,11 @@
-"""Typed dependencies of the routes: the services, and the caller's tenant."""
+"""Typed dependencies of the routes: the services, and the caller with the scope a route needs."""
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.auth import Caller, any_key, require
 from app.container import Services
 
 
@@ -12,10 +13,8 @@ def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_tenant(request: Request) -> str | None:
-    """The caller's tenant (None: an admin, who sees every tenant)."""
-    return getattr(request.state, "tenant", "default")
-
-
 Svc = Annotated[Services, Depends(get_services)]
-Tenant = Annotated[str | None, Depends(get_tenant)]
+Reader = Annotated[Caller, require("read")]
+Producer = Annotated[Caller, require("produce")]
+Worker = Annotated[Caller, require("work")]
+AnyCaller = Annotated[Caller, Depends(any_key)]

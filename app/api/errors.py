@@ -1,26 +1,47 @@
-"""One error shape everywhere: {"error": {"code", "message", "field"?}}."""
+"""One error shape for every answer that is not a success: {"error": {"code", "message", "field"?}}.
+
+An unexpected exception is a 500 in that shape carrying a request id, which the log line with
+its traceback carries too; a store that stays busy or unreachable is a 503 with Retry-After.
+"""
 from __future__ import annotations
+
+import logging
+import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.domain.errors import DomainError
+from app.domain.errors import DomainError, Unavailable
+from app.store.base import StoreBusy
+
+log = logging.getLogger("batchq.api")
+
+CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+         409: "conflict", 413: "body_too_large", 415: "unsupported_media_type", 422: "validation_error",
+         503: "unavailable"}  # fmt: skip
 
 
-
-def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None, **extra: str
+) -> JSONResponse:
     body: dict = {"code": code, "message": message}
     if field is not None:
         body["field"] = field
-    return JSONResponse({"error": body}, status_code=status)
+    body.update(extra)
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def request_id(request: Request) -> str:
+    """The request's id (the request-id middleware's, when it ran), else a fresh one."""
+    return getattr(request.state, "request_id", None) or request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
 def field_path(loc: tuple) -> str:
     """('body', 'jobs', 3, 'object', 'name') -> 'jobs[3].name'."""
     parts = list(loc)
-    if parts and parts[0] in ("body", "query", "path"):
+    if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
     out = ""
     for part in parts:
@@ -38,7 +59,12 @@ def field_path(loc: tuple) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else getattr(exc, "headers", None)
+        return error_response(exc.status, exc.code, exc.message, exc.field, headers=headers)
+
+    @app.exception_handler(StoreBusy)
+    async def busy(_: Request, exc: StoreBusy) -> JSONResponse:
+        return error_response(503, "unavailable", f"try again shortly: {exc}", headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -48,11 +74,20 @@ def install(app: FastAPI) -> None:
         message = str(first.get("msg", "invalid value"))
         if message.startswith("Value error, "):
             message = message[len("Value error, "):]
-        if first.get("type") == "json_invalid":
-            field, message = "body", "request body is not valid JSON"
         return error_response(422, "validation_error", f"{field}: {message}", field)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        if isinstance(exc.detail, dict):  # app.api.body.BodyRejected
+            return error_response(exc.status_code, headers=exc.headers, **exc.detail)
+        code = CODES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = request_id(request)
+        log.error("unexpected error (request %s) on %s %s", rid, request.method, request.url.path, exc_info=exc,
+                  extra={"request_id": rid})  # fmt: skip
+        return error_response(
+            500, "internal_error", f"an unexpected error happened; quote request id {rid} to the operator", request_id=rid
+        )

@@ -9,8 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import Svc, Tenant
+from app.api import replies
+from app.api.deps import Reader, Svc
 from app.api.views import event_view
+from app.domain.errors import Invalid
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -19,23 +21,35 @@ def sse_frame(event: dict[str, Any]) -> str:
     return f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
 
 
+MAX_ID = 2**63 - 1
+
+
 @router.get(
     "/batches/{batch_id}/events",
     summary="Events of a batch: server-sent events (default) or a JSON page (`stream=false`)",
-    responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}},
-)
+    response_model=replies.EventPage,
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}, "application/json": {}},
+              "description": "SSE frames (id, event, data: an Event as JSON), or an EventPage with stream=false"},
+        **replies.READ_ERRORS,
+    },
+)  # fmt: skip
 async def batch_events(
     batch_id: str,
     request: Request,
     svc: Svc,
-    tenant: Tenant,
+    caller: Reader,
     stream: Annotated[bool, Query(description="false: one JSON page instead of a stream")] = True,
-    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="only events with a larger id")] = 0,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", max_length=19, pattern=r"^\s*\d+\s*$", description="resume after this event id")
+    ] = None,
 ):  # noqa: ANN201
-    await svc.orchestrator.batch(tenant, batch_id)
-    if last_event_id and last_event_id.strip().isdigit():
-        after = max(after, int(last_event_id.strip()))
+    await svc.orchestrator.batch(caller.sees, batch_id)
+    if last_event_id is not None:
+        if int(last_event_id) > MAX_ID:
+            raise Invalid(f"Last-Event-ID must be at most {MAX_ID}", field="Last-Event-ID")
+        after = max(after, int(last_event_id))
     if not stream:
         events = await svc.store.events_after(batch_id, after, 1000)
         return {"events": [event_view(e) for e in events]}

@@ -1,4 +1,9 @@
-"""Request and response bodies of the v1 API (they also make the OpenAPI document)."""
+"""Request bodies of the v1 API (with app.api.replies, they make the OpenAPI document).
+
+Strict: no field is coerced from another type ("3" is not a number), unknown fields are
+refused, and every number has a documented range. Values inside `args`, `context`, results
+and items are kept exactly as sent (nulls included).
+"""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -11,7 +16,14 @@ QueueName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+EventType = Literal[
+    "started", "progress", "job_failed", "job_retrying", "compensating", "compensation_failed", "status",
+    "jobs_added", "retried", "completed", "completed_with_failures", "failed", "cancelled",
+]  # fmt: skip
+WorkerName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x20-\x7e]+$", description="for the attempt history")]
 
 
 class CompensationIn(Strict):
@@ -90,7 +102,7 @@ class CallbackIn(Strict):
 
 
 class EventHookIn(WebhookIn):
-    events: list[str] | None = None  # None: every event type
+    events: list[EventType] | None = Field(default=None, min_length=1, description="the event types to send (default: all)")
 
 
 class BatchIn(Strict):
@@ -138,13 +150,13 @@ class RetryJobsIn(Strict):
 
 class ClaimIn(Strict):
     max: int = Field(default=1, ge=1, le=100)
-    wait_s: float = Field(default=0.0, ge=0, le=60)
-    worker: str | None = Field(default=None, max_length=200)
+    wait_s: float = Field(default=0.0, ge=0, le=30, description="long-poll up to this many seconds")
+    worker: WorkerName | None = None
 
 
 class StartIn(Strict):
     attempt: Attempt
-    worker: str | None = Field(default=None, max_length=200)
+    worker: WorkerName | None = None
 
 
 class StartItemIn(Strict):
@@ -154,7 +166,7 @@ class StartItemIn(Strict):
 
 class StartManyIn(Strict):
     attempts: list[StartItemIn] = Field(min_length=1, max_length=100)
-    worker: str | None = Field(default=None, max_length=200)
+    worker: WorkerName | None = None
 
 
 Attempt = Annotated[int, Field(ge=1, le=1_000_000, description="the attempt number the message carried")]

@@ -2,25 +2,31 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from app.api.auth import require_token
-from app.api.deps import Tenant, get_services
+from app.api import replies
+from app.api.deps import AnyCaller, Reader, Svc
 from app.container import Services
 
 router = APIRouter(tags=["system"])
-Svc = Annotated[Services, Depends(get_services)]
 
 
-@router.get("/healthz", summary="The process is up")
+@router.get("/healthz", summary="The process is up", response_model=replies.Health)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The store and the broker answer")
+@router.get("/v1/me", summary="The caller's tenant and scopes", response_model=replies.Me, responses=replies.errors(401))
+async def me(caller: AnyCaller) -> dict[str, Any]:
+    queues = sorted(caller.queues) if caller.queues is not None else None
+    return {"tenant": caller.tenant, "scopes": sorted(caller.scopes), "queues": queues}
+
+
+@router.get("/readyz", summary="The store and the broker answer", response_model=replies.Ready,
+            responses={503: {"model": replies.Ready, "description": "the store or the broker does not answer"}})
 async def readyz(svc: Svc) -> JSONResponse:
     store_ok, broker_ok = await svc.store.healthy(), await svc.broker.healthy()
     ok = store_ok and broker_ok
@@ -53,9 +59,10 @@ async def queue_overview(svc: Services, tenant: str | None) -> list[dict[str, An
     return out
 
 
-@router.get("/v1/queues", dependencies=[Depends(require_token)], summary="Each queue with depth, in-flight count and oldest message age")
-async def queues(svc: Svc, tenant: Tenant) -> dict[str, Any]:
-    return {"queues": await queue_overview(svc, tenant)}
+@router.get("/v1/queues", summary="Each queue of the caller's tenant: depth, queued, running, oldest message age",
+            response_model=replies.Queues, responses=replies.READ_ERRORS)  # fmt: skip
+async def queues(svc: Svc, caller: Reader) -> dict[str, Any]:
+    return {"queues": await queue_overview(svc, caller.sees)}
 
 
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
@@ -75,3 +82,11 @@ async def metrics(svc: Svc) -> str:
         lines.append(f'batchq_queue_oldest_age_seconds{{queue="{q["name"]}"}} {q["oldest_age_s"]}')
     lines += svc.orchestrator.metrics.render()
     return "\n".join(lines) + "\n"
+
+
+def serve_docs_to_key_holders(app: FastAPI) -> None:
+    """With BATCHQ_PUBLIC_DOCS=false the contract is served to key holders only (no /docs page)."""
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(_: AnyCaller) -> JSONResponse:
+        return JSONResponse(app.openapi())

@@ -1,4 +1,4 @@
-"""Errors the rules raise; the API maps each to one HTTP status and one JSON shape."""
+"""Errors the rules raise; the API maps each to one HTTP status and the one JSON shape."""
 from __future__ import annotations
 
 
@@ -10,6 +10,17 @@ class DomainError(Exception):
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+class Unauthorized(DomainError):
+    status = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="batchq"'}
+
+
+class Forbidden(DomainError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(DomainError):
@@ -27,5 +38,9 @@ class Invalid(DomainError):
     code = "validation_error"
 
 
-class RetryTransaction(Exception):
-    """A store lost an optimistic race; the whole operation runs again."""
+class Unavailable(DomainError):
+    """The store or broker cannot answer now; the client should retry after a moment."""
+
+    status = 503
+    code = "unavailable"
+    retry_after = 1

@@ -107,6 +107,8 @@ class Batch:
     comps: Counts = field(default_factory=Counts)  # its compensation jobs, by status
     next_position: int = 0
     traceparent: str | None = None  # W3C trace context of the request that created it
+    # Idempotency-Keys of recent add-jobs requests: key -> {"hash", "first", "count", "at"}.
+    adds: dict[str, dict[str, Any]] = field(default_factory=dict)
     version: int = 0  # bumped by every committed change (optimistic checks)
     created_at: float = 0.0
     updated_at: float = 0.0

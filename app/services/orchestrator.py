@@ -17,7 +17,7 @@ from typing import Any
 from app.config import Settings
 from app.domain import rules
 from app.domain.definitions import JobSpec
-from app.domain.errors import Conflict, DomainError, Invalid, NotFound
+from app.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from app.domain.models import Batch, Callbacks, Job, parse_job_id
 from app.domain.states import AttemptStatus, BatchStatus, BatchType, FailurePolicy, JobKind, JobStatus, move_batch, move_job
 from app.services.engine import Step, new_id
@@ -40,6 +40,7 @@ class Report:
 
 
 Refusal = tuple[str, int, DomainError]  # job id, attempt, why
+Queues = frozenset[str] | None  # the queues a `work` key may work (None: all of its tenant's)
 
 
 def _owned(batch: Batch | None, tenant: str | None, batch_id: str) -> Batch:
@@ -130,10 +131,22 @@ class Orchestrator:
         self.metrics.inc("batchq_batches_created_total", type=batch.type.value)
         return batch
 
-    async def add_jobs(self, tenant: str | None, batch_id: str, specs: Iterable[JobSpec], count: int) -> tuple[Batch, list[int]]:
-        async def op(uow: UnitOfWork) -> tuple[Batch, list[int]]:
+    async def add_jobs(
+        self, tenant: str | None, batch_id: str, specs: Iterable[JobSpec], count: int,
+        key: str | None = None, digest: str | None = None,
+    ) -> tuple[Batch, list[int], bool]:
+        """Append jobs; with an Idempotency-Key, a repeat of the same add adds nothing and gets
+        the same job ids (the batch records its recent keys, atomically with the add)."""
+
+        async def op(uow: UnitOfWork) -> tuple[Batch, list[int], bool]:
             batch = _owned(uow.batch, tenant, batch_id)
             step = self._step(uow)
+            ttl = self.settings.idempotency_ttl_s
+            prior = batch.adds.get(key) if key else None
+            if prior is not None and step.now - prior["at"] < ttl:
+                if prior["hash"] != digest:
+                    raise Invalid("this Idempotency-Key was used with a different request", field="Idempotency-Key")
+                return batch, list(range(prior["first"], prior["first"] + prior["count"])), True
             if batch.finished:
                 raise Conflict(f"batch {batch_id} is {batch.status}; jobs can only be added to a running batch")
             if rules.failing(batch) or batch.status == BatchStatus.COMPENSATING:
@@ -143,10 +156,14 @@ class Orchestrator:
                     f"a batch holds at most {self.settings.max_batch_jobs} jobs; it has {batch.jobs.total}", field="jobs"
                 )
             positions = await step.add_jobs(specs, {})
+            if key:
+                recent = sorted((v["at"], k) for k, v in batch.adds.items() if step.now - v["at"] < ttl)[-999:]
+                batch.adds = {k: batch.adds[k] for _, k in recent}
+                batch.adds[key] = {"hash": digest, "first": positions[0], "count": len(positions), "at": step.now}
             step.event("jobs_added", {"count": len(positions), "first_position": positions[0], "total": batch.jobs.total})
             step.progressed()
             step.settle()
-            return batch, positions
+            return batch, positions, False
 
         return await self.store.run(batch_id, op)
 
@@ -220,15 +237,17 @@ class Orchestrator:
 
     # ---- workers ---------------------------------------------------------------------------
 
-    async def start(self, tenant: str | None, job_id: str, attempt: int, worker: str | None = None) -> dict[str, Any]:
+    async def start(
+        self, tenant: str | None, job_id: str, attempt: int, worker: str | None = None, queues: Queues = None
+    ) -> dict[str, Any]:
         """A worker takes a delivered attempt: it becomes running under a fresh lease."""
-        started, refused = await self.start_many(tenant, [(job_id, attempt)], worker)
+        started, refused = await self.start_many(tenant, [(job_id, attempt)], worker, queues)
         if refused:
             raise refused[0][2]
         return started[0]
 
     async def start_many(
-        self, tenant: str | None, deliveries: list[tuple[str, int]], worker: str | None = None
+        self, tenant: str | None, deliveries: list[tuple[str, int]], worker: str | None = None, queues: Queues = None
     ) -> tuple[list[dict[str, Any]], list[Refusal]]:
         """Start delivered attempts (one operation per batch). Stale, duplicate or cancelled
         deliveries are refused, never run; the started messages keep the delivery order."""
@@ -247,6 +266,8 @@ class Orchestrator:
                     job = jobs.get(position)
                     if job is None:
                         no.append((job_id, attempt, NotFound(f"job {job_id} not found")))
+                    elif queues is not None and job.queue not in queues:
+                        no.append((job_id, attempt, _not_your_queue(job)))
                     elif job.status != JobStatus.QUEUED or job.attempts != attempt:
                         state = job.status if job.attempts == attempt else f"superseded by attempt {job.attempts}"
                         no.append((job_id, attempt, Conflict(f"attempt {attempt} of job {job_id} is {state}; it cannot start")))
@@ -267,13 +288,17 @@ class Orchestrator:
         self.metrics.inc("batchq_messages_delivered_total", len(started))
         return started, refused
 
-    async def heartbeat(self, tenant: str | None, job_id: str, attempt: int, lease: str) -> dict[str, Any]:
+    async def heartbeat(
+        self, tenant: str | None, job_id: str, attempt: int, lease: str, queues: Queues = None
+    ) -> dict[str, Any]:
         key = parse_job_id(job_id)
         if key is None:
             raise NotFound(f"job {job_id} not found")
 
         async def op(uow: UnitOfWork) -> dict[str, Any]:
             job = await self._job_of(uow, tenant, key[1], job_id)
+            if queues is not None and job.queue not in queues:
+                raise _not_your_queue(job)
             if job.status != JobStatus.RUNNING or job.attempts != attempt:
                 state = job.status if job.attempts == attempt else f"superseded by attempt {job.attempts}"
                 raise Conflict(f"attempt {attempt} of job {job_id} is {state}; stop working on it")
@@ -293,13 +318,15 @@ class Orchestrator:
             raise NotFound(f"job {job_id} not found")
         return job
 
-    async def report(self, tenant: str | None, report: Report) -> dict[str, Any]:
-        (outcome,) = await self.report_many(tenant, [report])
+    async def report(self, tenant: str | None, report: Report, queues: Queues = None) -> dict[str, Any]:
+        (outcome,) = await self.report_many(tenant, [report], queues)
         if isinstance(outcome, DomainError):
             raise outcome
         return outcome
 
-    async def report_many(self, tenant: str | None, reports: list[Report]) -> list[dict[str, Any] | DomainError]:
+    async def report_many(
+        self, tenant: str | None, reports: list[Report], queues: Queues = None
+    ) -> list[dict[str, Any] | DomainError]:
         """Apply workers' reports, one operation per batch, each report with its own outcome.
 
         A refused report (unknown job, stale attempt, wrong lease) does not stop the others.
@@ -318,6 +345,9 @@ class Orchestrator:
                     job = jobs.get(position)
                     if job is None:
                         out[i] = NotFound(f"job {report.job_id} not found")
+                        continue
+                    if queues is not None and job.queue not in queues:
+                        out[i] = _not_your_queue(job)
                         continue
                     try:
                         out[i] = await self._apply(step, job, report)
@@ -378,6 +408,10 @@ class Orchestrator:
         expired = await self.store.run(batch_id, op, optimistic=True)
         self.metrics.inc("batchq_leases_expired_total", expired)
         return expired
+
+
+def _not_your_queue(job: Job) -> Forbidden:
+    return Forbidden(f"this key may not work queue {job.queue!r} (job {job.id})")
 
 
 def _check_lease(job: Job, lease: str) -> None:

@@ -300,6 +300,10 @@ class StoreBusy(Exception):
     """An operation could not get its batch in time (it stays unchanged): answered as 503."""
 
 
+class BatchExists(Exception):
+    """A batch with the id a creation chose exists already (an Idempotency-Key's batch)."""
+
+
 Operation = Callable[[UnitOfWork], Awaitable[T]]
 
 

@@ -15,7 +15,7 @@ COUNTER_FIELDS = [f"{group}_{name}" for group in ("jobs", "comps") for name in C
 
 BATCH_FIELDS = [
     "id", "tenant", "type", "queue", "status", "context", "failure_policy", "max_concurrency",
-    "callbacks", "error", *COUNTER_FIELDS, "next_position", "traceparent", "version",
+    "callbacks", "error", *COUNTER_FIELDS, "next_position", "traceparent", "adds", "version",
     "created_at", "updated_at", "finished_at",
 ]  # fmt: skip
 # Fields of a batch other than its counts and version: what an optimistic commit compares.
@@ -47,6 +47,7 @@ def batch_row(batch: Batch) -> dict[str, Any]:
         "error": asdict(batch.error) if batch.error else None,
         "next_position": batch.next_position,
         "traceparent": batch.traceparent,
+        "adds": batch.adds or None,
         "version": batch.version,
         "created_at": batch.created_at,
         "updated_at": batch.updated_at,
@@ -78,6 +79,7 @@ def batch_from(row: dict[str, Any]) -> Batch:
         comps=Counts(**{k: int(row[f"comps_{k}"]) for k in COUNT_FIELDS}),
         next_position=int(row["next_position"]),
         traceparent=row["traceparent"],
+        adds=row["adds"] or {},
         version=int(row["version"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],

@@ -31,7 +31,7 @@ from app.domain.models import Attempt, Batch, Event, Job, Message, Webhook
 from app.domain.states import JobKind, JobStatus
 from app.store import redis_codec as codec
 from app.store import redis_scripts as lua
-from app.store.base import BulkMove, ChangeSet, Commit, Dispatch, Mode, Operation, Store, StoreBusy, UnitOfWork
+from app.store.base import BatchExists, BulkMove, ChangeSet, Commit, Dispatch, Mode, Operation, Store, StoreBusy, UnitOfWork
 from app.store.capabilities import Idempotency, IdempotencyRecord, Publish
 from app.store.redis_keys import ALL, INDEX, SEP, Keys, zset_index
 
@@ -309,7 +309,7 @@ class RedisStore(Store, Idempotency):
             if uow.batch is not None:
                 await self._announce(uow.batch)
                 if not await self._commit(uow):
-                    raise StoreBusy("a batch with this id exists already")
+                    raise BatchExists(uow.batch.id)
             return result
         if optimistic:
             uow = RedisUnitOfWork(self, Mode.OPTIMISTIC)

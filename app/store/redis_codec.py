@@ -122,6 +122,7 @@ def batch_fields(batch: Batch) -> dict[str, str]:
         "error": asdict(batch.error) if batch.error else None,
         "next_position": batch.next_position,
         "traceparent": batch.traceparent,
+        "adds": batch.adds,
         "created_at": batch.created_at,
         "finished_at": batch.finished_at,
     }
@@ -155,6 +156,7 @@ def decode_batch(raw: dict[str, str]) -> Batch | None:
         comps=Counts(**{k: int(raw.get(f"comps_{k}", 0)) for k in COUNT_FIELDS}),
         next_position=d["next_position"],
         traceparent=d["traceparent"],
+        adds=d.get("adds") or {},
         version=int(raw.get("v", 0)),
         created_at=d["created_at"],
         updated_at=float(raw.get("ut") or d["created_at"]),

@@ -22,7 +22,18 @@ from app.domain.models import Attempt, Batch, Event, Job, Message, Webhook
 from app.domain.states import AttemptStatus, JobKind, JobStatus
 from app.store import sql_schema as t
 from app.store import sql_statements as q
-from app.store.base import BulkMove, ChangeSet, Commit, Mode, Operation, Store, StoreBusy, UnitOfWork, finished_statuses
+from app.store.base import (
+    BatchExists,
+    BulkMove,
+    ChangeSet,
+    Commit,
+    Mode,
+    Operation,
+    Store,
+    StoreBusy,
+    UnitOfWork,
+    finished_statuses,
+)
 from app.store.capabilities import Idempotency, IdempotencyRecord
 from app.domain.models import WEBHOOK_FIELDS
 from app.store.records import batch_from, batch_row, job_from, job_row
@@ -166,6 +177,10 @@ class SqlStore(Store, Idempotency):
         for attempt in range(LOCKED_TRIES):
             try:
                 done, result = await self._once(batch_id, operation, Mode.LOCKED)
+            except IntegrityError as exc:
+                if batch_id is None:  # a creation under an id that is taken
+                    raise BatchExists(str(exc.params)) from exc
+                raise
             except DBAPIError as exc:
                 if not _transient(exc) or attempt == LOCKED_TRIES - 1:
                     raise

@@ -29,6 +29,7 @@ batches = Table(
     *[Column(name, Integer, nullable=False) for name in COUNTER_FIELDS],
     Column("next_position", Integer, nullable=False),
     Column("traceparent", String(64)),
+    Column("adds", Json),
     Column("version", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),

@@ -41,6 +41,7 @@ def upgrade() -> None:
         *[sa.Column(name, sa.Integer(), nullable=False) for name in COUNTERS],
         sa.Column("next_position", sa.Integer(), nullable=False),
         sa.Column("traceparent", sa.String(64)),
+        sa.Column("adds", JSON_),
         sa.Column("version", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
