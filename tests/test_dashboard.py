@@ -430,38 +430,67 @@ def test_the_page_asks_for_a_key_and_keeps_it_for_the_session(browser: Any, tmp_
     assert not errors, errors
 
 
-# Scoped keys (GET /v1/me) are being built on main. This test starts a server with a read-only
-# key and skips while the server has no GET /v1/me; once it does, it runs. If the key settings
-# landed under another name or shape than BATCHQ_API_KEYS below, this is the line to change.
-SCOPED_KEYS = {"read-key-1": {"tenant": "acme", "scopes": ["read"]}, "admin-key-1": {"tenant": "acme", "scopes": ["admin"]}}
+# Keys of the tenant "acme" with one scope each (BATCHQ_API_KEYS); the API token is an admin of the
+# tenant "default" (the workers and the test use it).
+READ_KEY, PRODUCE_KEY, WORK_KEY = "acme-read-key-0123456789", "acme-produce-key-0123456789", "acme-work-key-0123456789"
+SCOPED_KEYS = [{"key": READ_KEY, "tenant": "acme", "scopes": ["read"]},
+               {"key": PRODUCE_KEY, "tenant": "acme", "scopes": ["produce"]},
+               {"key": WORK_KEY, "tenant": "acme", "scopes": ["work"]}]
 
 
-def test_a_read_only_key_sees_its_tenant_and_no_actions(browser: Any, tmp_path: Path):
-    dash = start_dash(tmp_path, BATCHQ_API_KEYS=json.dumps(SCOPED_KEYS), BATCHQ_API_TOKEN="admin-key-1")
-    context, page, errors = open_page(browser)
+def sign_in(page: Any, url: str, key: str) -> None:
+    page.goto(url)
+    page.get_by_label("Key", exact=True).fill(key)
+    page.get_by_role("button", name="Use this key").click()
+
+
+def test_a_key_sees_its_tenant_only_and_the_actions_its_scopes_allow(browser: Any, tmp_path: Path):
+    dash = start_dash(tmp_path, BATCHQ_API_KEYS=json.dumps(SCOPED_KEYS), BATCHQ_API_TOKEN="admin-token-0123456789")
+    acme = httpx.Client(base_url=dash.url, headers={"Authorization": f"Bearer {PRODUCE_KEY}"})
+    opened = []
     try:
-        me = httpx.get(f"{dash.url}/v1/me", headers={"Authorization": "Bearer read-key-1"})
-        if me.status_code == 404:
-            pytest.skip("this server has no GET /v1/me yet (scoped keys are not on main)")
-        assert me.status_code == 200, f"the read-only key was refused: {me.text}; see SCOPED_KEYS"
-        assert me.json()["scopes"] == ["read"]
-        admin = {"Authorization": "Bearer admin-key-1"}
-        r = httpx.post(f"{dash.url}/v1/batches", json={"jobs": ["A"], "queue": "nobody"}, headers=admin)
+        r = acme.post("/v1/batches", json={"jobs": ["A", "B"], "queue": "nobody"})
         assert r.status_code == 201, r.text
-        batch = r.json()
-        page.goto(dash.ui())
-        page.get_by_label("Key", exact=True).fill("read-key-1")
-        page.get_by_role("button", name="Use this key").click()
+        ours = r.json()
+        theirs = dash.create({"jobs": ["A"], "queue": "nobody"})  # the tenant "default"
+        assert httpx.get(f"{dash.url}/v1/me", headers={"Authorization": f"Bearer {READ_KEY}"}).json()["scopes"] == ["read"]
+
+        # read: the tenant's batches, no action.
+        context, page, errors = open_page(browser)
+        opened.append((context, errors))
+        sign_in(page, dash.ui(), READ_KEY)
         expect(page.locator("#tenant")).to_have_text("Tenant: acme (read only)")
-        page.goto(dash.ui(f"batches/{batch['id']}"))
+        expect(page.locator(f"tr[data-id='{ours['id']}']")).to_be_visible()
+        expect(page.locator("table.batches tbody tr")).to_have_count(1)  # not the other tenant's
+        page.goto(dash.ui(f"batches/{ours['id']}"))
         expect(badge(page)).to_have_text("running")
         expect(page.locator(".summary")).to_contain_text("This key may only read")
         expect(page.get_by_role("button", name="Cancel batch")).to_have_count(0)
         expect(page.get_by_role("checkbox")).to_have_count(0)
+        page.goto(dash.ui(f"batches/{theirs['id']}"))
+        expect(page.get_by_role("heading", name="No such batch")).to_be_visible()
+
+        # produce: the actions.
+        context, page, errors = open_page(browser)
+        opened.append((context, errors))
+        sign_in(page, dash.ui(f"batches/{ours['id']}"), PRODUCE_KEY)
+        expect(page.locator("#tenant")).to_have_text("Tenant: acme")
+        page.get_by_role("button", name="Cancel batch").click()
+        confirm(page)
+        expect(badge(page)).to_have_text("cancelled")
+
+        # work only: may not read batches; the API's 403 is shown.
+        context, page, errors = open_page(browser)
+        opened.append((context, errors))
+        sign_in(page, dash.ui(), WORK_KEY)
+        expect(page.locator("#tenant")).to_have_text("Tenant: acme (may not read batches)")
+        expect(page.get_by_role("alert")).to_contain_text("403 forbidden: this key lacks the `read` scope")
     finally:
-        context.close()
+        for context, _ in opened:
+            context.close()
+        acme.close()
         dash.procs.stop_all()
-    assert not errors, errors
+    assert not [e for _, errors in opened for e in errors]
 
 
 # ---- a batch of 100,000 jobs -------------------------------------------------------------------

@@ -66,12 +66,17 @@ async function errorOf(response) {
 }
 
 async function send(path, init) {
+  const sent = auth.key;
   const response = await fetch(new URL(path.replace(/^\//, ""), apiRoot), init);
   if (response.status === 401) {
     const err = await errorOf(response);
-    const hadKey = Boolean(auth.key);
-    auth.key = null;
-    await askForKey(hadKey ? err.message : null);
+    // Only the key this request carried was refused: a late answer to a request sent before
+    // the user typed a key must not throw the new one away.
+    const refused = Boolean(sent) && auth.key === sent;
+    if (refused || !auth.key) {
+      auth.key = null;
+      await askForKey(refused ? err.message : null);
+    }
     return new Promise(() => {}); // the page reloads with the new key
   }
   return response;

@@ -82,7 +82,8 @@ async function lookUpKey() {
     const scopes = session.me.scopes || [];
     session.canAct = scopes.includes("produce") || scopes.includes("admin");
     const tenant = document.getElementById("tenant");
-    tenant.textContent = `Tenant: ${session.me.tenant}${session.canAct ? "" : " (read only)"}`;
+    const limits = session.canAct ? "" : scopes.includes("read") ? " (read only)" : " (may not read batches)";
+    tenant.textContent = `Tenant: ${session.me.tenant}${limits}`;
     tenant.title = `Scopes: ${scopes.join(", ") || "none"}`;
     tenant.hidden = false;
   }
