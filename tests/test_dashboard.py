@@ -464,7 +464,7 @@ def test_a_key_sees_its_tenant_only_and_the_actions_its_scopes_allow(browser: An
         expect(page.locator("table.batches tbody tr")).to_have_count(1)  # not the other tenant's
         page.goto(dash.ui(f"batches/{ours['id']}"))
         expect(badge(page)).to_have_text("running")
-        expect(page.locator(".summary")).to_contain_text("This key may only read")
+        expect(page.locator(".summary")).to_contain_text("This key cannot cancel or retry")
         expect(page.get_by_role("button", name="Cancel batch")).to_have_count(0)
         expect(page.get_by_role("checkbox")).to_have_count(0)
         page.goto(dash.ui(f"batches/{theirs['id']}"))

@@ -77,7 +77,7 @@ export async function batchPage(main, { id, signal }) {
   const actionError = h("p", { class: "error", role: "alert", hidden: true });
   const actions = canAct
     ? h("div", { class: "actions", role: "group", "aria-label": "Actions" }, cancelBtn, retryAllBtn, retrySelBtn)
-    : h("p", { class: "muted small actions" }, "This key may only read: cancelling and retrying need the produce scope.");
+    : h("p", { class: "muted small actions" }, "This key cannot cancel or retry: that needs the produce scope.");
 
   const contextBox = h("div");
   const stepsBox = h("div");
@@ -218,7 +218,7 @@ export async function batchPage(main, { id, signal }) {
       h("td", { colspan: String(cols) },
         h("div", { class: "job-details" },
           h("div", {}, h("h3", {}, "Arguments"), jsonBlock(j.args, { label: "Arguments" })),
-          "result" in j ? h("div", {}, h("h3", {}, "Result"), jsonBlock(j.result, { label: "Result" })) : null,
+          j.status === "completed" ? h("div", {}, h("h3", {}, "Result"), jsonBlock(j.result, { label: "Result" })) : null,
           j.error ? h("div", {}, h("h3", {}, "Error"), h("pre", { class: "error-text" }, j.error)) : null,
           j.original_job_id ? h("p", {}, `Undoes ${j.original_job_id}.`) : null,
           h("p", { class: "small" }, "Queued ", time(j.queued_at), " · started ", time(j.started_at), " · finished ", time(j.finished_at),
@@ -398,17 +398,18 @@ export async function batchPage(main, { id, signal }) {
   async function act(question, yes, call, done) {
     if (!(await confirmAction(question, yes))) return;
     actionError.hidden = true;
+    let reply;
     try {
-      const reply = await call();
-      toast(done(reply));
-      selected.clear();
-      await loadAll();
-      follow();
+      reply = await call();
     } catch (err) {
-      const text = err instanceof ApiError ? `The API refused: ${err}` : `The request failed: ${err}`;
-      actionError.textContent = err instanceof ApiError && err.status === 403 ? `${text} (this key lacks the scope)` : text;
+      actionError.textContent = err instanceof ApiError ? `The API refused: ${err}` : `The request failed: ${err}`;
       actionError.hidden = false;
+      return;
     }
+    toast(done(reply));
+    selected.clear();
+    follow(); // a retried batch runs again: follow its events from where they stopped
+    await loadAll().catch(() => {}); // the next refresh tries again
   }
 
   cancelBtn.addEventListener("click", () => act(
