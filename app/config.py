@@ -83,9 +83,8 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key is remembered (create, add jobs).
     idempotency_ttl_s: float = Field(default=86400.0, ge=60)
 
-    # Size limits: jobs in one request (create, add), and in one batch over its life.
-    max_request_jobs: int = 100_000
-    max_batch_jobs: int = 1_000_000
+    # Jobs one batch may hold over its life (one request adds at most 100,000).
+    max_batch_jobs: int = Field(default=1_000_000, ge=1)
 
     # Named queues: JSON object {"name": {"visibility_timeout_s": .., "max_attempts": ..}}
     queues: dict[str, QueueConfig] = Field(default_factory=dict)
@@ -94,6 +93,8 @@ class Settings(BaseSettings):
     # Background loops run inside every API process; all are safe to run on N replicas.
     background: bool = True
     poll_interval_s: float = 0.2
+    # A live event stream ends after this long; the client resumes with Last-Event-ID.
+    sse_max_s: float = Field(default=300.0, gt=0)
     reaper_interval_s: float = 1.0
 
     # Webhooks

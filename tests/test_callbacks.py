@@ -109,6 +109,21 @@ async def test_event_webhook_receives_the_batch_life(api, receiver):
     assert all(d.json["batch_id"] == batch["id"] for d in deliveries)
 
 
+async def test_event_webhook_carries_its_custom_headers_and_follows_its_filter(api, receiver):
+    hook = {"url": receiver.url, "headers": {"X-Tenant": "acme", "X-Route": "events"}, "events": ["job_failed", "failed"]}
+    batch = await api.create({"jobs": ["A"], "on_event": hook})
+    (a,) = await api.claim_until(1)
+    await api.fail(a, "bad")
+    await receiver.wait_for(2)
+    await asyncio.sleep(0.3)  # a delivery the filter should have stopped would have had time to arrive
+    deliveries = sorted(receiver.deliveries, key=lambda d: d.json["created_at"])
+    assert sorted(d.json["type"] for d in deliveries) == ["batch.failed", "batch.job_failed"]
+    for d in deliveries:
+        assert d.headers["x-tenant"] == "acme" and d.headers["x-route"] == "events"
+        assert verify("test-secret", d.headers["x-batchq-timestamp"], d.body, d.headers["x-batchq-signature"])
+    assert (await api.batch(batch["id"]))["on_event"]["headers"] == {"X-Tenant": "acme", "X-Route": "events"}
+
+
 async def test_callback_fires_exactly_once_when_last_jobs_finish_concurrently_on_two_api_processes(api, receiver):
     """Two API instances (separate engines / connections) complete the last two jobs at once."""
     other = create_app(api.settings)

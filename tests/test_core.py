@@ -267,3 +267,24 @@ async def test_many_reports_in_one_call_each_with_its_own_outcome(api):
     assert (await api.batch(batch["id"]))["status"] == "completed_with_failures"
     bad = await api.post("/v1/reports", {"reports": [{"job_id": a["job_id"], "attempt": 1, "outcome": "failed"}]})
     assert bad.status_code == 422 and bad.json()["error"]["field"].startswith("reports[0]")
+
+
+async def test_retry_backoff_delays_the_next_attempt_on_the_server_clock(api_factory):
+    api = await api_factory(retry_backoff_base_s=100, retry_backoff_max_s=250)
+    batch = await api.create({"jobs": [{"name": "Flaky", "max_attempts": 4}]})
+    (msg,) = await api.claim_until(1)
+    # The real clock moves on too: each check keeps a margin of 30 s of it either side.
+    for attempt, delay in [(2, 100), (3, 200), (4, 250)]:  # base, doubled, capped
+        await api.fail(msg, f"failure {attempt - 1}")
+        assert await api.claim(max=1, wait_s=0.3) == []  # not at once
+        api.advance(delay - 30)
+        assert await api.claim(max=1, wait_s=0.3) == []  # nor before its backoff has passed
+        api.advance(60)
+        (msg,) = await api.claim_until(1)
+        assert msg["attempt"] == attempt
+    await api.complete(msg)
+    events = (await api.get(f"/v1/batches/{batch['id']}/events", params={"stream": "false"})).json()["events"]
+    assert [e["data"]["delay_s"] for e in events if e["type"] == "job_retrying"] == [100, 200, 250]
+    history = (await api.get(f"/v1/batches/{batch['id']}/jobs/{msg['job_id']}")).json()["attempt_history"]
+    assert [h["status"] for h in history] == ["failed", "failed", "failed", "completed"]
+    assert (await api.batch(batch["id"]))["status"] == "completed"

@@ -221,6 +221,19 @@ async def test_events_stream_history_progress_steps_and_last_event_id(api):
     assert [e["id"] for e in later] == [e["id"] for e in events if e["id"] > cut]
 
 
+async def test_progress_is_announced_again_after_a_one_job_batch_is_retried(api):
+    batch = await api.create({"jobs": ["Only"]})
+    (m,) = await api.claim_until(1)
+    await api.fail(m, "first try")
+    assert (await api.post(f"/v1/batches/{batch['id']}/retry")).status_code == 200
+    (m2,) = await api.claim_until(1)
+    await api.complete(m2)
+    events = (await api.get(f"/v1/batches/{batch['id']}/events", params={"stream": "false"})).json()["events"]
+    assert [e["type"] for e in events] == ["started", "job_failed", "progress", "failed", "retried", "progress", "completed"]
+    progress = [e["data"] for e in events if e["type"] == "progress"]
+    assert [(p["percentage"], p["failed"], p["completed"]) for p in progress] == [(100.0, 1, 0), (100.0, 0, 1)]
+
+
 async def test_events_stream_follows_a_running_batch_live(api):
     import asyncio
 

@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 
+async def _events(api, batch_id: str, type_: str | None = None) -> list[dict]:  # noqa: ANN001
+    r = await api.get(f"/v1/batches/{batch_id}/events", params={"stream": "false"})
+    assert r.status_code == 200, r.text
+    return [e for e in r.json()["events"] if type_ in (None, e["type"])]
+
+
 async def test_parallel_failed_job_runs_its_compensation(api):
     batch = await api.create(
         {
@@ -19,6 +25,9 @@ async def test_parallel_failed_job_runs_its_compensation(api):
     await api.fail(msgs["Reserve"], "out of stock")
     (comp,) = await api.claim_until(1)
     assert comp["name"] == "Release" and comp["kind"] == "compensation"
+    # The compensation runs beside Notify: the batch is still running, not compensating.
+    mid = await api.batch(batch["id"])
+    assert (mid["status"], mid["running"], mid["compensations"]["open"]) == ("running", 1, 1)
     info = comp["args"]["_compensation"]
     assert info["batch_id"] == batch["id"]
     assert info["original_job_id"] == msgs["Reserve"]["job_id"]
@@ -28,7 +37,8 @@ async def test_parallel_failed_job_runs_its_compensation(api):
     assert comp["args"]["why"] == "undo"
     # The batch waits for the compensation too.
     await api.complete(msgs["Notify"])
-    assert (await api.batch(batch["id"]))["status"] == "compensating"
+    assert (await api.batch(batch["id"]))["status"] == "compensating"  # only the compensation is left
+    assert [e["data"] for e in await _events(api, batch["id"], "status")] == [{"status": "compensating"}]
     await api.complete(comp)
     final = await api.batch(batch["id"])
     assert final["status"] == "completed_with_failures"
@@ -271,3 +281,111 @@ async def test_retrying_a_failed_chain_resumes_at_the_failed_step_with_its_conte
     await api.complete(c)
     final = await api.batch(batch["id"])
     assert (final["status"], final["completed"], final["failed"], final["cancelled"]) == ("completed", 3, 0, 0)
+
+
+async def test_chain_compensates_three_or_more_steps_newest_first_and_says_it_is_compensating(api):
+    batch = await api.create(
+        {"type": "chain", "jobs": [["Book", "Unbook"], ["Pay", "Refund"], ["Ship", "Unship"], ["Email", "Unemail"], "Last"]}
+    )
+    steps = {}
+    for name in ["Book", "Pay", "Ship", "Email"]:
+        (m,) = await api.claim_until(1)
+        assert m["name"] == name
+        steps[name] = m
+        await api.complete(m, context={name: True})
+    (last,) = await api.claim_until(1)
+    await api.fail(last, "no stock")
+    assert (await api.batch(batch["id"]))["status"] == "compensating"
+    # Entering compensating is announced as a status event, after the compensations are listed.
+    types = [e["type"] for e in await _events(api, batch["id"])]
+    assert types[-3:] == ["compensating", "progress", "status"]
+    assert [e["data"] for e in await _events(api, batch["id"], "status")] == [{"status": "compensating"}]
+    listed = (await _events(api, batch["id"], "compensating"))[0]["data"]["jobs"]
+    assert [j["name"] for j in listed] == ["Unemail", "Unship", "Refund", "Unbook"]
+    order = []
+    for _ in range(4):
+        (comp,) = await api.claim_until(1)
+        assert await api.claim() == []  # one at a time
+        order.append(comp)
+        await api.complete(comp)
+    assert [c["name"] for c in order] == ["Unemail", "Unship", "Refund", "Unbook"]
+    originals = [c["args"]["_compensation"]["original_job_id"] for c in order]
+    assert originals == [steps[n]["job_id"] for n in ["Email", "Ship", "Pay", "Book"]]
+    final = await api.batch(batch["id"])
+    assert final["status"] == "failed"
+    assert final["compensations"] == {"open": 0, "completed": 4, "failed": 0, "cancelled": 0}
+
+
+async def test_cancel_leaves_no_job_waiting_queued_or_running_and_the_counters_show_it(api):
+    batch = await api.create(
+        {
+            "jobs": [["A", "UndoA"], ["B", "UndoB"], "C", "D", "E", "F", "G", "H"],
+            "max_concurrency": 4,
+            "failure_policy": "allow_failures",
+        }
+    )
+    msgs = {m["name"]: m for m in await api.claim_until(4)}
+    await api.fail(msgs["A"], "bad")  # UndoA is queued; a slot frees: E is queued
+    await api.fail(msgs["B"], "bad")  # UndoB, F
+    msgs.update({m["name"]: m for m in await api.claim_until(4)})
+    await api.complete(msgs["UndoA"])
+    await api.complete(msgs["E"])  # G is queued, H still waits
+    mid = await api.batch(batch["id"])
+    assert (mid["waiting"], mid["queued"], mid["running"], mid["compensations"]["open"]) == (1, 1, 3, 1)
+    r = await api.post(f"/v1/batches/{batch['id']}/cancel")
+    assert r.status_code == 200, r.text
+    for view in (r.json(), await api.batch(batch["id"])):
+        assert view["status"] == "cancelled" and view["finished_at"]
+        assert (view["waiting"], view["queued"], view["running"]) == (0, 0, 0)
+        assert (view["cancelled"], view["failed"], view["completed"], view["total"]) == (5, 2, 1, 8)
+        assert view["compensations"] == {"open": 0, "completed": 1, "failed": 0, "cancelled": 1}
+    for status in ("waiting", "queued", "running"):
+        assert await api.jobs(batch["id"], status=status) == []
+    statuses = {j["name"]: j["status"] for j in await api.jobs(batch["id"])}
+    assert statuses == {
+        "A": "failed", "B": "failed", "C": "cancelled", "D": "cancelled", "E": "completed", "F": "cancelled",
+        "G": "cancelled", "H": "cancelled", "UndoA": "completed", "UndoB": "cancelled",
+    }  # fmt: skip
+    history = (await api.get(f"/v1/batches/{batch['id']}/jobs/{msgs['C']['job_id']}")).json()["attempt_history"]
+    assert [h["status"] for h in history] == ["cancelled"]
+    await api.complete(msgs["C"], expect=409)
+    await api.complete(msgs["UndoB"], expect=409)
+    assert await api.claim(max=10, wait_s=0.3) == []  # G's message was dropped
+
+
+async def test_cancel_during_a_saga_cancels_its_open_compensations(api):
+    batch = await api.create({"type": "chain", "jobs": [["A", "UndoA"], ["B", "UndoB"], ["C", "UndoC"], "D"]})
+    for _ in range(3):
+        (m,) = await api.claim_until(1)
+        await api.complete(m)
+    (d,) = await api.claim_until(1)
+    await api.fail(d, "down")
+    (undo_c,) = await api.claim_until(1)  # running; UndoB and UndoA wait their turn
+    mid = await api.batch(batch["id"])
+    assert (mid["status"], mid["compensations"]["open"]) == ("compensating", 3)
+    r = await api.post(f"/v1/batches/{batch['id']}/cancel")
+    assert r.status_code == 200, r.text
+    final = await api.batch(batch["id"])
+    assert final["status"] == "cancelled"
+    assert final["compensations"] == {"open": 0, "completed": 0, "failed": 0, "cancelled": 3}
+    comps = await api.jobs(batch["id"], kind="compensation")
+    assert {j["name"]: j["status"] for j in comps} == {"UndoC": "cancelled", "UndoB": "cancelled", "UndoA": "cancelled"}
+    await api.complete(undo_c, expect=409)
+    assert await api.claim(max=10, wait_s=0.3) == []  # no further compensation starts
+
+
+async def test_fail_fast_parallel_batch_compensates_then_waits_for_its_running_jobs(api):
+    batch = await api.create({"jobs": [["A", "UndoA"], "B"]})
+    msgs = {m["name"]: m for m in await api.claim_until(2)}
+    await api.fail(msgs["A"], "bad")
+    # Failing fast: only the undoing matters now, though B still runs.
+    assert (await api.batch(batch["id"]))["status"] == "compensating"
+    (undo,) = await api.claim_until(1)
+    await api.complete(undo)
+    mid = await api.batch(batch["id"])
+    assert (mid["status"], mid["running"], mid["compensations"]["completed"]) == ("running", 1, 1)
+    await api.complete(msgs["B"])
+    final = await api.batch(batch["id"])
+    assert (final["status"], final["completed"], final["failed"]) == ("failed", 1, 1)
+    statuses = [e["data"]["status"] for e in await _events(api, batch["id"], "status")]
+    assert statuses == ["compensating", "running"]

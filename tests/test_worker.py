@@ -65,9 +65,9 @@ async def test_chain_context_flows_through_handlers(api):
     batch = await api.create(
         {"type": "chain", "jobs": [{"name": "Add", "args": {"value": v}} for v in (1, 2, 3)], "context": {"total": 10}}
     )
-    stats = await make_worker(api, reg, concurrency=4).run_until_idle(idle_s=0.3)
-    done = await api.batch(batch["id"])
-    assert done["status"] == "completed" and stats.completed == 3
+    async with running(make_worker(api, reg, concurrency=4)) as worker:
+        done = await api.wait_status(batch["id"], *FINISHED)
+    assert done["status"] == "completed" and worker.stats.completed == 3
     assert await results_by_position(api, batch["id"]) == {0: 11, 1: 13, 2: 16}
     # Step 3 saw what steps 1 and 2 put in the context.
     assert seen[2] == {"total": 13, "step0": True, "step1": True}

@@ -39,6 +39,9 @@ async def _create(body: BatchIn, request: Request, svc: Svc, caller: Producer, k
     problem = body.shape_error()
     if problem:
         raise Invalid(f"{problem[0]}: {problem[1]}", field=problem[0])
+    count = len(body.jobs if body.jobs is not None else body.items or [])
+    if count > svc.settings.max_batch_jobs:
+        raise Invalid(f"jobs: a batch holds at most {svc.settings.max_batch_jobs} jobs", field="jobs")
 
     async def make(batch_id: str):  # noqa: ANN202
         return await svc.orchestrator.create_batch(

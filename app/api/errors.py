@@ -6,6 +6,7 @@ its traceback carries too; a store that stays busy or unreachable is a 503 with 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 from fastapi import FastAPI, Request
@@ -56,6 +57,26 @@ def field_path(loc: tuple) -> str:
     return out or "body"
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's),
+    read from the OpenAPI document's path templates."""
+    patterns = getattr(request.app.state, "method_patterns", None)
+    if patterns is None:
+        patterns = [
+            (
+                re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$"),
+                sum(1 for part in path.split("/") if part and not part.startswith("{")),  # literal segments
+                {m.upper() for m in ops},
+            )
+            for path, ops in request.app.openapi().get("paths", {}).items()
+        ]
+        request.app.state.method_patterns = patterns
+    matches = [(literal, methods) for pattern, literal, methods in patterns if pattern.match(request.url.path)]
+    # The most specific templates only: /batches/{id}/jobs/retry, not /batches/{id}/jobs/{job_id}.
+    best = max((literal for literal, _ in matches), default=0)
+    return sorted({m for literal, methods in matches if literal == best for m in methods})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
@@ -77,11 +98,14 @@ def install(app: FastAPI) -> None:
         return error_response(422, "validation_error", f"{field}: {message}", field)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.detail, dict):  # app.api.body.BodyRejected
             return error_response(exc.status_code, headers=exc.headers, **exc.detail)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {"Allow": ", ".join(allowed_methods(request))}
         code = CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

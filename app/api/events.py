@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -22,6 +23,11 @@ def sse_frame(event: dict[str, Any]) -> str:
 
 
 MAX_ID = 2**63 - 1
+# One server-sent event: its id, its type, and an Event as JSON text.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {"id": {"type": "string"}, "event": {"type": "string"}, "data": {"type": "string"}},
+}
 
 
 @router.get(
@@ -29,7 +35,7 @@ MAX_ID = 2**63 - 1
     summary="Events of a batch: server-sent events (default) or a JSON page (`stream=false`)",
     response_model=replies.EventPage,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}, "application/json": {}},
+        200: {"content": {"text/event-stream": {"schema": SSE_EVENT}, "application/json": {}},
               "description": "SSE frames (id, event, data: an Event as JSON), or an EventPage with stream=false"},
         **replies.READ_ERRORS,
     },
@@ -42,7 +48,7 @@ async def batch_events(
     stream: Annotated[bool, Query(description="false: one JSON page instead of a stream")] = True,
     after: Annotated[int, Query(ge=0, le=MAX_ID, description="only events with a larger id")] = 0,
     last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", max_length=19, pattern=r"^\s*\d+\s*$", description="resume after this event id")
+        str | None, Header(alias="Last-Event-ID", max_length=19, pattern=r"^[0-9]+$", description="resume after this event id")
     ] = None,
 ):  # noqa: ANN201
     await svc.orchestrator.batch(caller.sees, batch_id)
@@ -57,8 +63,9 @@ async def batch_events(
     async def frames() -> AsyncIterator[str]:
         cursor = after
         idle = 0
+        ends = time.monotonic() + svc.settings.sse_max_s
         yield "retry: 1000\n\n"
-        while True:
+        while time.monotonic() < ends:
             # Read the batch before its events: if it had ended by then, the events of its
             # end are already stored and this read gets them all.
             batch = await svc.store.get_batch(batch_id)

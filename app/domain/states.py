@@ -94,6 +94,7 @@ BATCH_MOVES: dict[tuple[BatchStatus, BatchStatus], str] = {
     (BS.COMPENSATING, BS.COMPLETED_WITH_FAILURES): "the compensations ended (allow_failures)",
     (BS.COMPENSATING, BS.FAILED): "the compensations ended (fail_fast)",
     (BS.COMPENSATING, BS.CANCELLED): "cancelled by a client",
+    (BS.COMPENSATING, BS.RUNNING): "a failing batch's compensations ended while its last jobs still run",
     (BS.FAILED, BS.RUNNING): "retried",
     (BS.COMPLETED_WITH_FAILURES, BS.RUNNING): "retried",
 }
