@@ -120,7 +120,8 @@ export async function batchPage(main, { id, signal }) {
           h("caption", { class: "sr-only" }, "Jobs of the batch"),
           h("thead", {}, h("tr", {},
             canAct ? h("th", { scope: "col", class: "tick" }, h("span", { class: "sr-only" }, "Select")) : null,
-            ["#", "Name", "Status", "Attempts", "Started", "Duration", "Details"].map((t) => h("th", { scope: "col" }, t)))),
+            ["#", "Name", "Status", "Attempts", "Started", "Duration", "Details"]
+              .map((t) => h("th", { scope: "col", class: ["#", "Attempts", "Duration"].includes(t) ? "num" : null }, t)))),
           jobsBody)),
       pager),
     section("Events", "h-events", eventsList),

@@ -73,7 +73,7 @@ export function batchesPage(main, { params, signal }) {
   const table = h("table", { class: "grid batches" },
     h("caption", { class: "sr-only" }, "Batches, newest first"),
     h("thead", {}, h("tr", {}, ["Batch", "Type", "Status", "Queue", "Progress", "Completed / failed / cancelled", "Age", "Duration"]
-      .map((t) => h("th", { scope: "col" }, t)))),
+      .map((t, i) => h("th", { scope: "col", class: i >= 5 ? "num" : null }, t)))),
     body);
   const empty = h("p", { class: "muted", hidden: true }, "No batches here.");
   const error = h("p", { class: "error", role: "alert", hidden: true });

@@ -26,7 +26,7 @@ export function queuesPage(main, { signal }) {
     h("div", { class: "table-wrap" },
       h("table", { class: "grid queues" },
         h("caption", { class: "sr-only" }, "Queues"),
-        h("thead", {}, h("tr", {}, ["Queue", "Depth", "Queued", "Running", "Oldest message"].map((t) => h("th", { scope: "col" }, t)))),
+        h("thead", {}, h("tr", {}, ["Queue", "Depth", "Queued", "Running", "Oldest message"].map((t, i) => h("th", { scope: "col", class: i ? "num" : null }, t)))),
         body)),
     updated);
   every(REFRESH_S, signal, async () => {
