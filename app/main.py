@@ -5,6 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app import ui
 from app.api import batches, errors, events, system, workers
 from app.api.auth import configured_keys
 from app.api.body import BodyLimit
@@ -43,4 +44,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     if not settings.public_docs:
         system.serve_docs_to_key_holders(app)
+    ui.install(app)  # the dashboard at /ui: static files calling the /v1 API above
     return app

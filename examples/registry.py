@@ -44,6 +44,14 @@ def fail(args: dict, ctx: JobContext) -> None:
     raise RuntimeError(message)
 
 
+@registry.job("FailOnce")
+def fail_once(args: dict, ctx: JobContext) -> dict:
+    """Fails its first attempt for good; any later one (a retry of the batch or of the job) succeeds."""
+    if ctx.attempt == 1:
+        raise PermanentError(args.get("message", "failed on the first attempt"))
+    return {"attempt": ctx.attempt}
+
+
 @registry.job("Noop")
 def noop(args: dict) -> None:
     return None
