@@ -235,6 +235,14 @@ async def test_list_batches_filters_and_paginates(api):
     assert [b["id"] for b in page2["batches"]] == [ids[0]]
     q1 = (await api.get("/v1/batches", params={"queue": "q1"})).json()["batches"]
     assert {b["id"] for b in q1} == {ids[0], ids[2]}
+    chain = (await api.post("/v1/chains", {"jobs": ["A"], "queue": "q1"})).json()["id"]
+    chains = (await api.get("/v1/batches", params={"type": "chain"})).json()["batches"]
+    assert [b["id"] for b in chains] == [chain]
+    parallel = (await api.get("/v1/batches", params={"type": "parallel", "queue": "q1", "limit": 1})).json()
+    assert [b["id"] for b in parallel["batches"]] == [ids[2]]
+    older = (await api.get("/v1/batches", params={"type": "parallel", "queue": "q1", "before": parallel["next"]})).json()
+    assert [b["id"] for b in older["batches"]] == [ids[0]]
+    assert (await api.get("/v1/batches", params={"type": "dag"})).json()["error"]["field"] == "type"
     assert (await api.get("/v1/batches", params={"status": "bogus"})).status_code == 422
 
 

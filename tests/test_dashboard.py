@@ -6,8 +6,8 @@ runs the same script if it still is); Playwright's own browser downloads are nev
 wait is a deadline (Playwright's `expect` retries until its timeout), never a sleep. The page
 talks to the API like any client, so these tests also show the public /v1 API is enough.
 
-The screenshots of README's Dashboard section are written by `test_screenshots` to
-docs/screenshots/ (BATCHQ_SCREENSHOTS names another folder).
+`test_screenshots` takes the shots of README's Dashboard section into build/screenshots/ (ignored by
+git, so a test run leaves the tree clean); `BATCHQ_SCREENSHOTS=docs/screenshots` refreshes README's.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-component-update", "--disable-sync"]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-SCREENSHOTS = Path(os.environ.get("BATCHQ_SCREENSHOTS") or ROOT / "docs" / "screenshots")
+SCREENSHOTS = Path(os.environ.get("BATCHQ_SCREENSHOTS") or ROOT / "build" / "screenshots")
 SERVER = dict(FAST, BATCHQ_WEBHOOK_BACKOFF_BASE_S="0.1", BATCHQ_WEBHOOK_BACKOFF_MAX_S="0.2")
 
 expect.set_options(timeout=30_000)
@@ -354,7 +354,7 @@ def test_the_list_filters_pages_and_the_queues_update_live(page: Any, dash: Dash
     expect(rows.last).to_have_attribute("data-id", made[0])
     page.get_by_role("link", name="← Newer").click()
     expect(rows).to_have_count(25)
-    page.get_by_label("Type").select_option("chain")  # filtered on the page of summaries (the API has no type filter)
+    page.get_by_label("Type").select_option("chain")
     expect(rows).to_have_count(2)
     expect(page).to_have_url(re.compile(r"type=chain"))
     page.get_by_label("Status").select_option("failed")

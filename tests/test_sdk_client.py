@@ -66,6 +66,7 @@ async def exercise_every_endpoint(client: Any, streams: bool) -> None:
     assert [b["id"] for b in page["batches"]] == [chain["id"]] and page["next"] == chain["id"]
     older = await call(client.list_batches(before=page["next"], queue="sdk"))
     assert [b["id"] for b in older["batches"]] == [bid]
+    assert [b["id"] for b in (await call(client.list_batches(type="parallel", queue="sdk")))["batches"]] == [bid]
     assert (await call(client.list_batches(status="running", limit=500)))["batches"]
     assert (await call(client.get_batch(bid)))["context"] == {"t": 1}
     progress = await call(client.progress(bid))

@@ -104,10 +104,13 @@ async def list_batches(
     caller: Reader,
     status: Annotated[BatchStatus | None, Query(description="filter by status")] = None,
     queue: Annotated[str | None, Query(description="filter by queue", max_length=100)] = None,
+    type: Annotated[BatchType | None, Query(description="filter by type")] = None,  # noqa: A002 (the API's name)
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[str | None, Query(description="`next` of the previous page", max_length=64)] = None,
 ) -> dict[str, Any]:
-    batches = await svc.store.list_batches(caller.sees, status.value if status else None, queue, limit, before)
+    batches = await svc.store.list_batches(
+        caller.sees, status.value if status else None, queue, limit, before, type.value if type else None
+    )
     return {"batches": [batch_summary(b) for b in batches], "next": batches[-1].id if len(batches) == limit else None}
 
 

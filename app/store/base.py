@@ -356,9 +356,10 @@ class Store(ABC):
 
     @abstractmethod
     async def list_batches(
-        self, tenant: str | None, status: str | None, queue: str | None, limit: int, before: str | None
+        self, tenant: str | None, status: str | None, queue: str | None, limit: int, before: str | None, kind: str | None = None
     ) -> list[Batch]:
-        """Newest first; `before` is the id of the last batch of the previous page; tenant None: all."""
+        """Newest first; `before` is the id of the last batch of the previous page; tenant None: all;
+        kind: the batch type (parallel/chain) or None: both."""
 
     @abstractmethod
     async def get_job(self, batch_id: str, position: int) -> Job | None: ...

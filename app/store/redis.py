@@ -479,8 +479,9 @@ class RedisStore(Store, Idempotency):
         return codec.decode_batch(await _g(self.redis.hgetall(self.keys.of(batch_id, "batch"))))
 
     async def list_batches(
-        self, tenant: str | None, status: str | None, queue: str | None, limit: int, before: str | None
+        self, tenant: str | None, status: str | None, queue: str | None, limit: int, before: str | None, kind: str | None = None
     ) -> list[Batch]:
+        # Indexed by tenant with status or queue; the rest is filtered on the way (type: two values).
         index = self.keys.listing(tenant, status, None if status else queue)
         anchor = await self.get_batch(before) if before else None
         top = repr(anchor.created_at) if anchor is not None else "+inf"
@@ -504,7 +505,7 @@ class RedisStore(Store, Idempotency):
                     continue
                 if anchor is not None and score == anchor.created_at and batch_id >= anchor.id:
                     continue
-                if (tenant is not None and batch.tenant != tenant) or (status and batch.status != status) or (queue and batch.queue != queue):
+                if (tenant is not None and batch.tenant != tenant) or (status and batch.status != status) or (queue and batch.queue != queue) or (kind and batch.type != kind):
                     continue  # moved since the index was read
                 found.append(batch)
                 if len(found) == limit:

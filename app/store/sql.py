@@ -304,10 +304,10 @@ class SqlStore(Store, Idempotency):
         return batch_from(row._mapping) if row else None
 
     async def list_batches(
-        self, tenant: str | None, status: str | None, queue: str | None, limit: int, before: str | None
+        self, tenant: str | None, status: str | None, queue: str | None, limit: int, before: str | None, kind: str | None = None
     ) -> list[Batch]:
         anchor = await self.get_batch(before) if before else None
-        return [batch_from(r._mapping) for r in await self._all(q.list_batches(tenant, status, queue, limit, anchor))]
+        return [batch_from(r._mapping) for r in await self._all(q.list_batches(tenant, status, queue, kind, limit, anchor))]
 
     async def get_job(self, batch_id: str, position: int) -> Job | None:
         row = await self._first(q.select_jobs(batch_id, [position], lock=False))

@@ -134,7 +134,9 @@ def dispatch(batch_id: str, tenant: str, op: Dispatch) -> list[Any]:
 # ---- reads of the API and the background loops ------------------------------------------------
 
 
-def list_batches(tenant: str | None, status: str | None, queue: str | None, limit: int, anchor: Any):  # noqa: ANN001, ANN201
+def list_batches(  # noqa: ANN201
+    tenant: str | None, status: str | None, queue: str | None, kind: str | None, limit: int, anchor: Any
+):
     stmt = select(t.batches)
     if tenant is not None:
         stmt = stmt.where(b.tenant == tenant)
@@ -142,6 +144,8 @@ def list_batches(tenant: str | None, status: str | None, queue: str | None, limi
         stmt = stmt.where(b.status == status)
     if queue:
         stmt = stmt.where(b.queue == queue)
+    if kind:
+        stmt = stmt.where(b.type == kind)
     if anchor is not None:
         stmt = stmt.where(or_(b.created_at < anchor.created_at, and_(b.created_at == anchor.created_at, b.id < anchor.id)))
     return stmt.order_by(b.created_at.desc(), b.id.desc()).limit(limit)

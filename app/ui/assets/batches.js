@@ -1,6 +1,5 @@
-// The batches: newest first, filtered by status, queue and type, paged, refreshed every few
-// seconds. GET /v1/batches filters by status and queue; it has no type filter, so the type is
-// filtered here, on the page of summaries the API returned (a page may then show fewer rows).
+// The batches: newest first, filtered by status, queue and type (by the API), paged, refreshed
+// every few seconds.
 
 import { api } from "./api.js";
 import { go } from "./app.js";
@@ -86,9 +85,8 @@ export function batchesPage(main, { params, signal }) {
 
   const base = [["status", status], ["queue", queue], ["type", type]];
   const render = (page) => {
-    const shown = type ? page.batches.filter((b) => b.type === type) : page.batches;
-    renderIfChanged(body, shown, (list) => list.map(row));
-    empty.hidden = shown.length > 0;
+    renderIfChanged(body, page.batches, (list) => list.map(row));
+    empty.hidden = page.batches.length > 0;
     // `trail` holds the `before` of each earlier page ("-": the first page).
     const back = trail.at(-1);
     const newer = trail.length || before
@@ -100,7 +98,7 @@ export function batchesPage(main, { params, signal }) {
     renderIfChanged(pager, [trail.length, before, page.next], () => [newer, older]);
   };
 
-  const query = new URLSearchParams([["limit", String(PAGE)], ...base.slice(0, 2), ["before", before]].filter(([, v]) => v));
+  const query = new URLSearchParams([["limit", String(PAGE)], ...base, ["before", before]].filter(([, v]) => v));
   every(REFRESH_S, signal, async () => {
     const page = await api(`/v1/batches?${query}`, { signal });
     error.hidden = true;

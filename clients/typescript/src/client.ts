@@ -36,6 +36,7 @@ export interface CreateOptions {
 export interface ListBatchesOptions {
   status?: BatchStatus;
   queue?: string;
+  type?: "parallel" | "chain";
   limit?: number;
   /** The `next` of the previous page. */
   before?: string;

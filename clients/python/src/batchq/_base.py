@@ -225,8 +225,10 @@ class Endpoints:
     def create_chain(self, body: dict[str, Any], idempotency_key: str | None) -> Call:
         return Call("POST", "/v1/chains", body=body, has_body=True, headers=idempotency(idempotency_key))
 
-    def list_batches(self, status: str | None, queue: str | None, limit: int | None, before: str | None) -> Call:
-        params = {"status": status, "queue": queue, "limit": limit, "before": before}
+    def list_batches(
+        self, status: str | None, queue: str | None, limit: int | None, before: str | None, type: str | None = None  # noqa: A002
+    ) -> Call:
+        params = {"status": status, "queue": queue, "type": type, "limit": limit, "before": before}
         return Call("GET", "/v1/batches", params=params, idempotent=True)
 
     def get_batch(self, batch_id: str) -> Call:

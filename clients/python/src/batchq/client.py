@@ -151,10 +151,16 @@ class Client(_Common):
         return cast(Batch, self._json(self._ep.create_chain(definition(body, fields), idempotency_key)))
 
     def list_batches(
-        self, *, status: str | None = None, queue: str | None = None, limit: int | None = None, before: str | None = None
+        self,
+        *,
+        status: str | None = None,
+        queue: str | None = None,
+        type: str | None = None,  # noqa: A002 (the API's name)
+        limit: int | None = None,
+        before: str | None = None,
     ) -> BatchPage:
         """GET /v1/batches, newest first; the reply's `next` is the `before` of the next page."""
-        return cast(BatchPage, self._json(self._ep.list_batches(status, queue, limit, before)))
+        return cast(BatchPage, self._json(self._ep.list_batches(status, queue, limit, before, type)))
 
     def get_batch(self, batch_id: str) -> Batch:
         return cast(Batch, self._json(self._ep.get_batch(batch_id)))
@@ -343,9 +349,15 @@ class AsyncClient(_Common):
         return cast(Batch, await self._json(self._ep.create_chain(definition(body, fields), idempotency_key)))
 
     async def list_batches(
-        self, *, status: str | None = None, queue: str | None = None, limit: int | None = None, before: str | None = None
+        self,
+        *,
+        status: str | None = None,
+        queue: str | None = None,
+        type: str | None = None,  # noqa: A002 (the API's name)
+        limit: int | None = None,
+        before: str | None = None,
     ) -> BatchPage:
-        return cast(BatchPage, await self._json(self._ep.list_batches(status, queue, limit, before)))
+        return cast(BatchPage, await self._json(self._ep.list_batches(status, queue, limit, before, type)))
 
     async def get_batch(self, batch_id: str) -> Batch:
         return cast(Batch, await self._json(self._ep.get_batch(batch_id)))
