@@ -8,12 +8,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.redis_client import is_redis_url
+
+
+MAX_PARTITIONS = 64
+
 
 class QueueConfig(BaseModel):
     """Per-queue defaults; a job's own values win."""
 
     visibility_timeout_s: float | None = None
     max_attempts: int | None = None
+    # Redis Streams: spread the queue over this many streams (BATCHQ_QUEUE_PARTITIONS otherwise).
+    partitions: int | None = Field(default=None, ge=1, le=MAX_PARTITIONS)
 
 
 Scope = Literal["produce", "read", "work", "admin"]
@@ -55,8 +62,17 @@ class Settings(BaseSettings):
     # SQL connections per API process (PostgreSQL): kept open, and extra under load.
     db_pool_size: int = 10
     db_max_overflow: int = 20
-    # Redis keys (store and streams) live under this prefix.
-    redis_prefix: str = "batchq"
+    # Redis keys (store and streams) live under this prefix (no braces: a Redis Cluster
+    # would read them as a hash tag and put every key in one slot).
+    redis_prefix: str = Field(default="batchq", pattern=r"^[^{}]+$")
+    # The redis:// URLs name a Redis Cluster (or write redis+cluster://h1:p1,h2:p2).
+    redis_cluster: bool = False
+    # Answer a commit only once this many replicas have it (WAIT; 0: don't wait). See
+    # app/store/redis_replicas.py and "Redis Cluster" in the README.
+    redis_wait_replicas: int = Field(default=0, ge=0, le=16)
+    redis_wait_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
+    # Redis Streams: every queue is spread over this many streams (per queue: BATCHQ_QUEUES).
+    queue_partitions: int = Field(default=1, ge=1, le=MAX_PARTITIONS)
 
     # API keys with scopes and tenants (JSON list of ApiKey). With none (and no api_token),
     # the API is open: every caller is an admin of the tenant "default".
@@ -120,13 +136,17 @@ class Settings(BaseSettings):
     def queue_config(self, name: str) -> QueueConfig | None:
         return self.queues.get(name)
 
+    def partitions(self, queue: str) -> int:
+        own = self.queues.get(queue)
+        return own.partitions if own is not None and own.partitions is not None else self.queue_partitions
+
     @property
     def store_kind(self) -> str:
-        return "redis" if self.database_url.startswith(("redis://", "rediss://", "unix://")) else "sql"
+        return "redis" if is_redis_url(self.database_url) else "sql"
 
     @property
     def broker_kind(self) -> str:
-        return "redis" if self.broker_url.startswith(("redis://", "rediss://", "unix://")) else "sql"
+        return "redis" if is_redis_url(self.broker_url) else "sql"
 
 
 @lru_cache

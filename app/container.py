@@ -8,8 +8,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
-
 from app.broker.base import Broker
 from app.clock import Clock
 from app.config import Settings
@@ -17,6 +15,7 @@ from app.dispatch.loops import run_forever
 from app.dispatch.reaper import LeaseReaper
 from app.dispatch.reconciler import Reconciler
 from app.dispatch.webhooks import WebhookSender
+from app.redis_client import connect
 from app.services.claims import Claims
 from app.services.event_hub import EventHub
 from app.services.orchestrator import Orchestrator
@@ -29,7 +28,7 @@ def build_store(settings: Settings) -> Store:
     if settings.store_kind == "redis":
         from app.store.redis import RedisStore
 
-        return RedisStore(Redis.from_url(settings.database_url, decode_responses=True), settings)
+        return RedisStore(connect(settings.database_url, settings.redis_cluster), settings)
     from app.store.sql import SqlStore
 
     return SqlStore(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
@@ -40,7 +39,8 @@ def build_broker(settings: Settings, store: Store, clock: Clock) -> Broker:
         from app.broker.redis_streams import RedisStreamsBroker
 
         return RedisStreamsBroker(
-            Redis.from_url(settings.broker_url, decode_responses=True), settings.redis_prefix, settings.claim_timeout_s
+            connect(settings.broker_url, settings.redis_cluster), settings.redis_prefix, settings.claim_timeout_s,
+            settings.partitions,
         )
     from app.broker.sql_queue import SqlQueueBroker
 

@@ -5,14 +5,21 @@ Backends (BATCHQ_TEST_BACKENDS, comma separated, default all):
   pg-sql    PostgreSQL store + SQL queue
   pg-redis  PostgreSQL store + Redis Streams
   redis     Redis store + Redis Streams
+  redis-cluster
+            Redis store + Redis Streams on a Redis Cluster (3 masters, 1 replica each),
+            with BATCHQ_REDIS_WAIT_REPLICAS=1
 
 PostgreSQL and Redis must be reachable (127.0.0.1:5432 db `test`, 127.0.0.1:6379); the
 tests use their own database `batchq_test` and a fresh key prefix per test, and clean up.
+The cluster is started for the session by scripts/redis_cluster.sh on free loopback ports
+and removed at the end (or BATCHQ_TEST_REDIS_CLUSTER names one that is running).
 """
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,10 +27,10 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from app.config import Settings
 from app.main import create_app
+from app.redis_client import AnyRedis, connect
 
 PG_ADMIN_DSN = os.environ.get("BATCHQ_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 # Each test run has its own database (dropped at the end), so two runs on one machine
@@ -32,11 +39,70 @@ PG_DB = os.environ.get("BATCHQ_TEST_PG_DB") or f"batchq_test_{uuid.uuid4().hex[:
 PG_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
 REDIS_URL = os.environ.get("BATCHQ_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
-ALL_BACKENDS = ["sqlite", "pg-sql", "pg-redis", "redis"]
+ALL_BACKENDS = ["sqlite", "pg-sql", "pg-redis", "redis", "redis-cluster"]
 BACKENDS = [b for b in os.environ.get("BATCHQ_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if b]
 # Backends whose broker is Redis Streams (for tests of direct stream consumption):
 # use with @pytest.mark.parametrize("backend", STREAM_BACKENDS, indirect=True).
-STREAM_BACKENDS = [b for b in BACKENDS if b in ("pg-redis", "redis")]
+STREAM_BACKENDS = [b for b in BACKENDS if b in ("pg-redis", "redis", "redis-cluster")]
+# Backends with the Redis store (tests of its own guarantees run on these; on "redis" at least).
+REDIS_STORE_BACKENDS = [b for b in BACKENDS if b in ("redis", "redis-cluster")] or ["redis"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Cluster:
+    """The session's Redis Cluster (scripts/redis_cluster.sh), started when first needed."""
+
+    url: str | None = os.environ.get("BATCHQ_TEST_REDIS_CLUSTER")
+    base: int | None = None
+
+    @classmethod
+    def start(cls) -> str:
+        if cls.url is None:
+            cls.base = _free_port_range(6)
+            out = subprocess.run(["bash", f"{ROOT}/scripts/redis_cluster.sh", "start", str(cls.base)],
+                                 check=True, capture_output=True, text=True, timeout=120)  # fmt: skip
+            cls.url = out.stdout.strip().splitlines()[-1]
+        return cls.url
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.base is not None:
+            subprocess.run(["bash", f"{ROOT}/scripts/redis_cluster.sh", "stop", str(cls.base)], check=False, timeout=60)
+            cls.base = cls.url = None
+
+
+def _free_port_range(n: int) -> int:
+    """A base port with n ports free after it, and their cluster bus ports (+10000)."""
+    for _ in range(200):
+        base = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
+        try:
+            for port in [p for i in range(n) for p in (base + i, base + i + 10000)]:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free range of ports for the Redis Cluster")
+
+
+def cluster_url() -> str:
+    return Cluster.start()
+
+
+def redis_url(backend: str) -> str:
+    """The Redis a backend's store or broker lives on."""
+    return cluster_url() if backend == "redis-cluster" else REDIS_URL
+
+
+def redis_client(backend: str) -> AnyRedis:
+    """A client of that Redis (one node, or the cluster), answering str."""
+    return connect(redis_url(backend))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_cluster():  # noqa: ANN202
+    yield
+    Cluster.stop()
 
 
 def _pg_admin_dsn() -> str:
@@ -70,10 +136,10 @@ async def _reset_pg() -> None:
         await conn.close()
 
 
-async def _drop_redis_prefix(prefix: str) -> None:
-    redis = Redis.from_url(REDIS_URL)
+async def _drop_redis_prefix(prefix: str, backend: str = "redis") -> None:
+    redis = redis_client(backend)
     try:
-        async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+        async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):  # every master of a cluster
             await redis.delete(key)
     finally:
         await redis.aclose()
@@ -118,6 +184,9 @@ def make_settings(backend: str, tmp_path, prefix: str, **overrides: Any) -> Sett
         return Settings(database_url=PG_URL, broker_url=REDIS_URL, **fast)
     if backend == "redis":
         return Settings(database_url=REDIS_URL, broker_url=REDIS_URL, **fast)
+    if backend == "redis-cluster":
+        url = cluster_url()
+        return Settings(database_url=url, broker_url=url, **{"redis_wait_replicas": 1, **fast})
     raise ValueError(backend)
 
 
@@ -243,8 +312,8 @@ async def start_api(backend: str, tmp_path, prefix: str | None = None, **overrid
     async def stop() -> None:
         await client.aclose()
         await ctx.__aexit__(None, None, None)
-        if backend in ("pg-redis", "redis"):
-            await _drop_redis_prefix(prefix)
+        if backend in ("pg-redis", "redis", "redis-cluster"):
+            await _drop_redis_prefix(prefix, backend)
 
     return api, stop
 

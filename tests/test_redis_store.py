@@ -1,4 +1,5 @@
-"""The Redis store's own guarantees (runs against Redis only, whatever the backend list).
+"""The Redis store's own guarantees (on Redis and on the Redis Cluster when those backends
+are tested, and on Redis whatever the backend list).
 
 Two API replicas on one key prefix, TTLs of finished batches, no KEYS on any path, and
 O(1) progress reads.
@@ -10,23 +11,28 @@ import uuid
 from collections import Counter
 
 import pytest
-from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
+from app.redis_client import AnyRedis
 from app.store import redis_scripts as lua
-from conftest import REDIS_URL, start_api
+from conftest import REDIS_STORE_BACKENDS, redis_client, start_api
 
 TTL = 3600
 
 
+@pytest.fixture(params=REDIS_STORE_BACKENDS)
+def store_backend(request) -> str:  # noqa: ANN001
+    return request.param
+
+
 @pytest.fixture
-async def replicas(tmp_path):
+async def replicas(tmp_path, store_backend):
     """Start apps that share one key prefix, like API replicas behind a load balancer."""
     prefix = f"batchq-test-{uuid.uuid4().hex[:12]}"
     stops = []
 
     async def start(**overrides):  # noqa: ANN202
-        api, stop = await start_api("redis", tmp_path, prefix=prefix, **overrides)
+        api, stop = await start_api(store_backend, tmp_path, prefix=prefix, **overrides)
         stops.append(stop)
         return api
 
@@ -36,8 +42,8 @@ async def replicas(tmp_path):
 
 
 @pytest.fixture
-async def raw_redis():
-    client = Redis.from_url(REDIS_URL, decode_responses=True)
+async def raw_redis(store_backend):
+    client = redis_client(store_backend)
     try:
         yield client
     finally:
@@ -94,7 +100,7 @@ async def test_two_replicas_completing_the_last_two_jobs_finish_the_batch_once(r
     # running) and is about to commit when replica B completes the other job.
     batch = await a.create({"jobs": ["X", "Y"]})
     x, y = sorted(await a.claim_until(2), key=lambda m: m["position"])
-    original = store_a.commit_script
+    original = store_a.send_commit
     b_done = asyncio.Event()
     calls = 0
 
@@ -105,7 +111,7 @@ async def test_two_replicas_completing_the_last_two_jobs_finish_the_batch_once(r
             await b_done.wait()
         return await original(*args, **kwargs)
 
-    store_a.commit_script = commit_after_b
+    store_a.send_commit = commit_after_b
     conflicts_before = store_a.conflicts
     try:
         task = asyncio.create_task(a.complete(x, result="x"))
@@ -116,7 +122,7 @@ async def test_two_replicas_completing_the_last_two_jobs_finish_the_batch_once(r
         b_done.set()
         await task
     finally:
-        store_a.commit_script = original
+        store_a.send_commit = original
     assert store_a.conflicts == conflicts_before + 1  # A's first commit was refused and re-run
     final = await a.batch(batch["id"])
     assert final["status"] == "completed" and final["completed"] == 2 and final["queued"] + final["running"] == 0
@@ -125,7 +131,7 @@ async def test_two_replicas_completing_the_last_two_jobs_finish_the_batch_once(r
     assert results == {x["job_id"]: "x", y["job_id"]: "y"}
 
 
-async def batch_keys(raw: Redis, prefix: str, batch_id: str) -> dict[str, int]:
+async def batch_keys(raw: AnyRedis, prefix: str, batch_id: str) -> dict[str, int]:
     """TTL of every key that belongs to one batch (SCAN is fine in a test, never on a request)."""
     keys = {key: await raw.ttl(key) async for key in raw.scan_iter(match=f"{prefix}:{{{batch_id}}}:*", count=1000)}
     return {k: t for k, t in keys.items() if t != -2}  # -2: gone meanwhile (an outbox the relay emptied)

@@ -20,6 +20,7 @@ class Delivery:
     queue: str
     message: dict[str, Any]  # {"job_id", "batch_id", "attempt"}
     token: Any  # what ack() needs: a row id, a stream entry id
+    stream: str | None = None  # the stream it came from, for a broker with several per queue
 
 
 class Broker(ABC):

@@ -1,28 +1,49 @@
-"""Redis Streams broker: one stream per tenant and queue, one consumer group ("workers") each.
+"""Redis Streams broker: streams per tenant and queue, one consumer group ("workers") each.
 
-Workers read with XREADGROUP (directly, or through the API's claim endpoint). An entry
-read but never acked (its reader died) is taken over with XAUTOCLAIM after
-claim_timeout_s. Ack is XACK + XDEL, so a stream holds exactly its unacked entries.
+A queue is one stream, `{prefix}:stream:{tenant}:{queue}`, or — spread over N partitions
+(BATCHQ_QUEUE_PARTITIONS, or `partitions` of a queue in BATCHQ_QUEUES) — N streams: that
+one and `…:{queue}#1` … `#N-1`. On a Redis Cluster each stream hashes to its own slot, so
+a hot queue's partitions land on several masters. A message goes to the partition of its
+job id (CRC-32, so every process agrees; an attempt of a job again goes the same way).
+
+Workers read with XREADGROUP (directly, or through the API's claim endpoint), one stream
+per command, so that no command spans two slots. A fetch starts at the next partition in
+turn (round robin), takes what is there from each until it has enough, and when none has
+anything, blocks on one of them for a slice of MAX_BLOCK_S (the next fetch blocks on the
+next one): a lone message waits at most a slice. An entry read but never acked (its reader
+died) is taken over with XAUTOCLAIM after claim_timeout_s (each stream looked at at most
+every AUTOCLAIM_EVERY_S). Ack is XACK + XDEL, so a stream holds exactly its unacked entries.
 A stream or group that has gone (deleted by hand, lost on failover) is made again on the
 spot by whoever meets its absence; the store's reconciler republishes what it held.
 """
 from __future__ import annotations
 
 import json
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from app.broker.base import Broker, Delivery
 from app.domain.models import Message
+from app.redis_client import AnyRedis
 
 GROUP = "workers"
 MAX_BLOCK_S = 2.0  # longest single XREADGROUP block; long-polls loop over several
+MIN_SLICE_S = 0.2  # shortest block on one partition while all are empty
+AUTOCLAIM_EVERY_S = 1.0
 
 
-def stream_key(prefix: str, tenant: str, queue: str) -> str:
-    return f"{prefix}:stream:{tenant}:{queue}"
+def stream_key(prefix: str, tenant: str, queue: str, partition: int = 0) -> str:
+    base = f"{prefix}:stream:{tenant}:{queue}"
+    return base if partition == 0 else f"{base}#{partition}"
+
+
+def partition_of(job_id: str, partitions: int) -> int:
+    return zlib.crc32(job_id.encode()) % partitions if partitions > 1 else 0
 
 
 def queues_key(prefix: str) -> str:
@@ -33,16 +54,24 @@ def queues_key(prefix: str) -> str:
 class RedisStreamsBroker(Broker):
     needs_relay = True
 
-    def __init__(self, redis: Redis, prefix: str, claim_timeout_s: float):
+    def __init__(self, redis: AnyRedis, prefix: str, claim_timeout_s: float, partitions: Callable[[str], int] = lambda _: 1):
         self.redis = redis
         self.prefix = prefix
         self.claim_timeout_s = claim_timeout_s
+        self.partitions = partitions
+        self._turn: dict[tuple[str, str], int] = defaultdict(int)
+        self._autoclaim_at: dict[str, float] = {}
 
     async def close(self) -> None:
         await self.redis.aclose()
 
     def streams(self, tenant: str, queue: str) -> list[str]:
-        return [stream_key(self.prefix, tenant, queue)]
+        return [stream_key(self.prefix, tenant, queue, p) for p in range(self.partitions(queue))]
+
+    def _rotated(self, tenant: str, queue: str) -> list[str]:
+        streams = self.streams(tenant, queue)
+        turn = self._turn[(tenant, queue)] = (self._turn[(tenant, queue)] + 1) % len(streams)
+        return streams[turn:] + streams[:turn]
 
     async def _make_group(self, key: str) -> None:
         try:
@@ -56,51 +85,83 @@ class RedisStreamsBroker(Broker):
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for m in messages:
-                pipe.xadd(stream_key(self.prefix, m.tenant, m.queue), {"m": json.dumps(m.payload())})
+                payload = m.payload()
+                partition = partition_of(payload["job_id"], self.partitions(m.queue))
+                pipe.xadd(stream_key(self.prefix, m.tenant, m.queue, partition), {"m": json.dumps(payload)})
             for name in {f"{m.tenant}/{m.queue}" for m in messages}:
                 pipe.sadd(queues_key(self.prefix), name)
             await pipe.execute()
 
     async def fetch(self, tenant: str, queue: str, max_messages: int, wait_s: float, consumer: str) -> list[Delivery]:
-        key = stream_key(self.prefix, tenant, queue)
+        keys = self._rotated(tenant, queue)
+        found: list[tuple[str, Any]] = []
+        for key in keys:  # first, entries whose reader died before acking them
+            if len(found) < max_messages:
+                found += [(key, e) for e in await self._autoclaim(key, max_messages - len(found), consumer)]
+        block_s = min(wait_s, max(MAX_BLOCK_S / len(keys), MIN_SLICE_S))
+        for i, key in enumerate(keys):
+            if len(found) >= max_messages:
+                break
+            # Only the last stream blocks, and only when none had anything.
+            block = block_s if i == len(keys) - 1 and not found else 0.0
+            found += [(key, e) for e in await self._read(key, max_messages - len(found), block, consumer)]
+        return [
+            Delivery(tenant=tenant, queue=queue, message=json.loads(fields["m"]), token=entry_id, stream=key)
+            for key, (entry_id, fields) in found
+        ]
+
+    async def _autoclaim(self, key: str, count: int, consumer: str) -> list[Any]:
+        now = time.monotonic()
+        if self._autoclaim_at.get(key, 0.0) > now:
+            return []
+        self._autoclaim_at[key] = now + AUTOCLAIM_EVERY_S
         try:
-            entries = await self._read(key, max_messages, wait_s, consumer)
+            claimed = await self.redis.xautoclaim(
+                key, GROUP, consumer, min_idle_time=int(self.claim_timeout_s * 1000), start_id="0-0", count=count
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return []  # no group yet: nothing was read from it (the read below makes it)
+        return [e for e in claimed[1] if e and e[1]]
+
+    async def _read(self, key: str, count: int, block_s: float, consumer: str) -> list[Any]:
+        try:
+            return await self._xreadgroup(key, count, block_s, consumer)
         except ResponseError as exc:
             # NOGROUP: the stream or its group is gone; UNBLOCKED: it went while we waited on it.
             if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                 raise
             await self._make_group(key)
-            entries = await self._read(key, max_messages, 0, consumer)
-        return [Delivery(tenant=tenant, queue=queue, message=json.loads(fields["m"]), token=entry_id) for entry_id, fields in entries]
+            return await self._xreadgroup(key, count, 0.0, consumer)
 
-    async def _read(self, key: str, max_messages: int, wait_s: float, consumer: str) -> list[Any]:
-        # First take over entries whose reader died before acking them.
-        claimed = await self.redis.xautoclaim(
-            key, GROUP, consumer, min_idle_time=int(self.claim_timeout_s * 1000), start_id="0-0", count=max_messages
-        )
-        entries = [e for e in claimed[1] if e and e[1]]
-        if entries:
-            return entries
+    async def _xreadgroup(self, key: str, count: int, block_s: float, consumer: str) -> list[Any]:
         # BLOCK 0 means "forever", and a block longer than the client's socket timeout
         # (5 s by default in redis-py) fails: block 1 ms .. MAX_BLOCK_S, callers loop.
-        block = max(1, int(min(wait_s, MAX_BLOCK_S) * 1000)) if wait_s > 0 else None
-        reply = await self.redis.xreadgroup(GROUP, consumer, {key: ">"}, count=max_messages, block=block)
-        return [e for _stream, items in (reply or []) for e in items]
+        block = max(1, int(min(block_s, MAX_BLOCK_S) * 1000)) if block_s > 0 else None
+        reply = await self.redis.xreadgroup(GROUP, consumer, {key: ">"}, count=count, block=block)
+        pairs = reply.items() if isinstance(reply, dict) else (reply or [])  # RESP3 answers a dict
+        return [e for _stream, items in pairs for e in items]
 
     async def ack(self, deliveries: list[Delivery]) -> None:
         if not deliveries:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for d in deliveries:
-                key = stream_key(self.prefix, d.tenant, d.queue)
+                key = d.stream or stream_key(self.prefix, d.tenant, d.queue)
                 pipe.xack(key, GROUP, d.token)
                 pipe.xdel(key, d.token)
             await pipe.execute()
 
     async def oldest(self, tenant: str, queue: str) -> float | None:
-        """When the oldest entry still in the queue's stream was added (None: it is empty)."""
-        first = await self.redis.xrange(stream_key(self.prefix, tenant, queue), count=1)
-        return int(first[0][0].split("-")[0]) / 1000 if first else None
+        """When the oldest entry still in any of the queue's streams was added (None: all
+        are empty). Over all partitions: a message still held is never taken for lost."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self.streams(tenant, queue):
+                pipe.xrange(key, count=1)
+            firsts = await pipe.execute()
+        times = [int(first[0][0].split("-")[0]) / 1000 for first in firsts if first]
+        return min(times) if times else None
 
     async def queue_stats(self, tenant: str | None, now: float) -> dict[str, dict[str, Any]]:
         stats: dict[str, dict[str, Any]] = {}
@@ -108,8 +169,10 @@ class RedisStreamsBroker(Broker):
             owner, _, queue = name.partition("/")
             if tenant is not None and owner != tenant:
                 continue
-            key = stream_key(self.prefix, owner, queue)
-            depth = await self.redis.xlen(key)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in self.streams(owner, queue):
+                    pipe.xlen(key)
+                depth = sum(await pipe.execute())
             oldest = await self.oldest(owner, queue) if depth else None
             entry = stats.setdefault(queue, {"depth": 0, "oldest_age_s": 0.0})
             entry["depth"] += depth

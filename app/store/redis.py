@@ -24,11 +24,10 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
-
 from app.config import Settings
 from app.domain.models import Attempt, Batch, Event, Job, Message, Webhook
 from app.domain.states import JobKind, JobStatus
+from app.redis_client import AnyRedis
 from app.store import redis_codec as codec
 from app.store import redis_scripts as lua
 from app.store.base import (
@@ -46,6 +45,7 @@ from app.store.base import (
 )
 from app.store.capabilities import Idempotency, IdempotencyRecord, Publish, Queued
 from app.store.redis_keys import ALL, INDEX, SEP, Keys, zset_index
+from app.store.redis_replicas import Replicas
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -309,10 +309,11 @@ class Emitter:
 
 
 class RedisStore(Store, Idempotency):
-    def __init__(self, redis: Redis, settings: Settings):
+    def __init__(self, redis: AnyRedis, settings: Settings):
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
+        self.replicas = Replicas(redis, settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
         self.on_enqueue: Callable[[set[str]], None] | None = None
         self.on_events: Callable[[set[str]], None] | None = None
         self.commit_script = redis.register_script(lua.COMMIT)
@@ -409,7 +410,7 @@ class RedisStore(Store, Idempotency):
         emit.records()
         emit.batch()
         emit.lifetime(int(self.settings.finished_ttl_s))
-        reply = await _g(self.commit_script(keys=self.keys.batch_keys(cs.batch.id), args=emit.args()))
+        reply = await _g(self.send_commit(self.keys.batch_keys(cs.batch.id), emit.args()))
         if int(reply[0]) != 1:
             log.debug("commit on batch %s refused: %s", cs.batch.id, reply[1])
             return False
@@ -418,11 +419,25 @@ class RedisStore(Store, Idempotency):
         await self._after_commit(cs, uow, emit.moved)
         return True
 
+    async def _durable(self, key: str, *command: Any) -> Any:
+        """One command on a key nothing could rebuild: with replicas wanted, answered once
+        they have it (redis_replicas)."""
+        if self.replicas.wanted:
+            return (await _g(self.replicas.write(key, [command])))[0]
+        return await _g(self.redis.execute_command(*command))
+
+    async def send_commit(self, keys: list[str], args: list[str]) -> Any:
+        """Run the commit script (answered once the replicas wanted have its writes)."""
+        return await self.replicas.script(self.commit_script, keys, args)
+
     async def _announce(self, batch: Batch) -> None:
         """Before a new batch commits: the listings and the reconciler's work list know it
         (a listing skips an id whose batch does not exist)."""
+        if self.replicas.wanted:
+            await self._durable(self.keys.active, "ZADD", self.keys.active, _fresh(), batch.id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(self.keys.active, {batch.id: _fresh()})
+            if not self.replicas.wanted:
+                pipe.zadd(self.keys.active, {batch.id: _fresh()})
             for key in self.keys.listings(batch.tenant, batch.status.value, batch.queue):
                 pipe.zadd(key, {batch.id: batch.created_at})
             await _g(pipe.execute())
@@ -431,7 +446,10 @@ class RedisStore(Store, Idempotency):
         """The shared indexes learn what the commit did (best effort: the reconciler repairs)."""
         batch = cs.batch
         k = self.keys
+        was = None if uow._read is None else uow._read.status
         try:
+            if was is not None and was != batch.status and self.replicas.wanted:
+                await self._durable(k.active, "ZADD", k.active, _fresh(), batch.id)  # the reconciler settles it again
             async with self.redis.pipeline(transaction=False) as pipe:
                 # "Look at this batch now": a fresh score each time, so that a relay or reaper
                 # that read the old one and found nothing leaves the entry (SETTLE_INDEX).
@@ -444,13 +462,13 @@ class RedisStore(Store, Idempotency):
                 for field, delta in moved.items():
                     if delta:
                         pipe.hincrby(k.queue_counts, f"{batch.tenant}{SEP}{field}", delta)
-                was = None if uow._read is None else uow._read.status
                 if was is not None and was != batch.status:
                     pipe.zrem(k.listing(batch.tenant, was.value), batch.id)
                     pipe.zrem(k.listing(None, was.value), batch.id)
                     pipe.zadd(k.listing(batch.tenant, batch.status.value), {batch.id: batch.created_at})
                     pipe.zadd(k.listing(None, batch.status.value), {batch.id: batch.created_at})
-                    pipe.zadd(k.active, {batch.id: _fresh()})  # the reconciler settles it again
+                    if not self.replicas.wanted:
+                        pipe.zadd(k.active, {batch.id: _fresh()})  # the reconciler settles it again
                 await _g(pipe.execute())
         except Exception:  # noqa: BLE001 - the batch is committed; the reconciler repairs indexes
             log.exception("updating the shared indexes after a commit on batch %s failed", batch.id)
@@ -699,13 +717,14 @@ class RedisStore(Store, Idempotency):
 
     async def idem_claim(self, tenant: str, key: str, record: IdempotencyRecord, now: float) -> bool:
         ttl = max(1, int(record.expires_at - now))
-        return bool(await _g(self.redis.set(self.keys.idempotency(tenant, key), codec.dumps(record.__dict__), nx=True, ex=ttl)))
+        name = self.keys.idempotency(tenant, key)
+        return bool(await self._durable(name, "SET", name, codec.dumps(record.__dict__), "NX", "EX", ttl))
 
     async def idem_finish(self, tenant: str, key: str, record: IdempotencyRecord | None) -> None:
         name = self.keys.idempotency(tenant, key)
         if record is None:
-            await _g(self.redis.delete(name))
+            await self._durable(name, "DEL", name)
         else:
             ttl = max(1, int(record.expires_at - time.time()))
-            await _g(self.redis.set(name, codec.dumps(record.__dict__), ex=ttl))
+            await self._durable(name, "SET", name, codec.dumps(record.__dict__), "EX", ttl)
 

@@ -3,12 +3,25 @@ connection): the API answers them with 503 and Retry-After, background loops log
 and try again next round. Everything else is a bug and keeps its traceback."""
 from __future__ import annotations
 
+from redis.exceptions import AskError, ClusterError, ReadOnlyError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+
+class NotReplicated(Exception):
+    """Fewer replicas than BATCHQ_REDIS_WAIT_REPLICAS confirmed a write in time (app.store.redis_replicas)."""
+
+
+# A Redis Cluster in the middle of a failover: no master for a slot yet (CLUSTERDOWN,
+# MASTERDOWN, a slot not covered), redirections that did not settle, a demoted master.
+CLUSTER_FAILOVER: tuple[type[BaseException], ...] = (
+    ClusterError, SlotNotCoveredError, TryAgainError, AskError, ReadOnlyError, NotReplicated,
+)  # fmt: skip
+
 UNREACHABLE: tuple[type[BaseException], ...] = (
     OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError,
+    *CLUSTER_FAILOVER,
 )  # fmt: skip
 
 
