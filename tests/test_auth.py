@@ -6,9 +6,8 @@ import hashlib
 import json
 
 import pytest
-from redis.asyncio import Redis
 
-from conftest import REDIS_URL, STREAM_BACKENDS
+from conftest import STREAM_BACKENDS, redis_client
 
 KEYS = {
     "acme-app": {"tenant": "acme", "scopes": ["produce"]},
@@ -162,7 +161,7 @@ async def test_direct_stream_readers_read_their_tenants_streams(secured):
     r = await secured.get("/v1/queues/shared/streams", headers=as_("acme-worker"))
     (stream,) = r.json()["streams"]
     assert "acme" in stream
-    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    redis = redis_client(secured.backend)
     try:
         entries = []
         for _ in range(200):  # the relay publishes within moments

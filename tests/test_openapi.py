@@ -8,11 +8,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from redis.asyncio import Redis
 
 from app.broker.redis_streams import stream_key
 from app.cli import openapi_documents
-from conftest import REDIS_URL, STREAM_BACKENDS
+from conftest import STREAM_BACKENDS, redis_client
 
 OPENAPI_DIR = Path(__file__).resolve().parents[1] / "openapi"
 
@@ -82,7 +81,7 @@ async def test_raw_stream_entries_match_the_schema(api):
     """What a direct stream reader sees before /start: the attempt's address, nothing more."""
     validator = jsonschema.Draft202012Validator(json.loads((OPENAPI_DIR / "stream-entry.schema.json").read_text(encoding="utf-8")))
     await api.create({"jobs": ["Ping"], "context": {"k": 1}})
-    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    redis = redis_client(api.backend)
     try:
         deadline = time.monotonic() + 10
         entries = []

@@ -10,13 +10,12 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from app.broker.redis_streams import GROUP, stream_key
 from batchq import JobContext, JobResult, Registry, Worker
 from batchq.logs import JsonFormatter
 from examples.registry import registry as examples
-from conftest import BACKENDS, REDIS_URL, STREAM_BACKENDS
+from conftest import BACKENDS, REDIS_URL, STREAM_BACKENDS, redis_client, redis_url
 
 FINISHED = ("completed", "completed_with_failures", "failed", "cancelled")
 
@@ -191,7 +190,7 @@ async def test_worker_reads_redis_streams_directly(api):
     prefix = api.settings.redis_prefix
     par = await api.create({"jobs": [{"name": "Echo", "args": {"n": i}} for i in range(5)]})
     chain = await api.create({"type": "chain", "jobs": [{"name": "Add", "args": {"value": v}} for v in (1, 2, 3)]})
-    worker = make_worker(api, examples, concurrency=3, broker_url=REDIS_URL)
+    worker = make_worker(api, examples, concurrency=3, broker_url=redis_url(api.backend))
     async with running(worker):
         for batch in (par, chain):
             assert (await api.wait_status(batch["id"], *FINISHED))["status"] == "completed"
@@ -200,7 +199,7 @@ async def test_worker_reads_redis_streams_directly(api):
     history = (await api.get(f"/v1/batches/{par['id']}/jobs/{(await api.jobs(par['id']))[0]['id']}")).json()
     assert history["attempt_history"][0]["worker"] == worker.worker_id
     # Every entry was acked and deleted: nothing is pending or left in the stream.
-    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    redis = redis_client(api.backend)
     try:
         key = stream_key(prefix, "default", "default")
         assert await redis.xlen(key) == 0
@@ -230,42 +229,33 @@ async def test_the_api_names_the_streams_a_direct_reader_reads(api):
         assert r.status_code == 409 and "claim over HTTP" in r.json()["error"]["message"]
 
 
-async def stream_entries(redis: Redis, key: str, count: int, timeout: float = 10.0) -> list:
-    deadline = time.monotonic() + timeout
-    while True:
-        entries = await redis.xrange(key)
-        if len(entries) >= count or time.monotonic() > deadline:
-            return entries
-        await asyncio.sleep(0.02)
-
-
 @pytest.mark.parametrize("backend", STREAM_BACKENDS, indirect=True)
-async def test_a_direct_reader_reads_every_stream_the_api_names(api, caplog):
-    """A queue split over two streams (partitions): the worker reads both, and makes the
-    consumer group of the one that has none yet (NOGROUP) on the spot."""
+async def test_a_direct_reader_reads_every_partition_of_a_queue(api_factory, caplog):
+    """A queue spread over three streams (partitions): the API names them all, the producer
+    spreads the messages over them, the worker reads every one and makes the consumer group
+    of each on the spot (NOGROUP)."""
     caplog.set_level(logging.INFO, logger="batchq.worker")
+    api = await api_factory(queue_partitions=3)
     key = stream_key(api.settings.redis_prefix, "default", "default")
-    other = f"{key}:part-2"
-    api.services.broker.streams = lambda tenant, queue: [key, other]  # what a partitioned broker would name
-    assert (await api.get("/v1/queues/default/streams")).json()["streams"] == [key, other]
-    batch = await api.create({"jobs": [{"name": "Echo", "args": {"n": i}} for i in range(6)]})
-    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    streams = [key, f"{key}#1", f"{key}#2"]
+    assert (await api.get("/v1/queues/default/streams")).json()["streams"] == streams
+    batch = await api.create({"jobs": [{"name": "Echo", "args": {"n": i}} for i in range(30)]})
+    redis = redis_client(api.backend)
     try:
-        entries = await stream_entries(redis, key, 6)
-        assert len(entries) == 6
-        for entry_id, fields in entries[::2]:  # move every other entry to the second stream
-            await redis.xadd(other, fields)
-            await redis.xdel(key, entry_id)
-        worker = make_worker(api, examples, concurrency=2, broker_url=REDIS_URL)
+        deadline = time.monotonic() + 10
+        while sum([await redis.xlen(s) for s in streams]) < 30 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        lengths = [await redis.xlen(s) for s in streams]
+        assert sum(lengths) == 30 and all(lengths), lengths  # 30 job ids: every partition has some
+        worker = make_worker(api, examples, concurrency=2, broker_url=redis_url(api.backend))
         async with running(worker):
             assert (await api.wait_status(batch["id"], *FINISHED))["status"] == "completed"
-        assert worker.stats.completed == 6
+        assert worker.stats.completed == 30
         assert any(r.getMessage().startswith("queue default: created consumer group") for r in caplog.records)
-        for stream in (key, other):
+        for stream in streams:
             assert await redis.xlen(stream) == 0
             assert (await redis.xpending(stream, GROUP))["pending"] == 0
     finally:
-        await redis.delete(other)
         await redis.aclose()
 
 
@@ -273,8 +263,8 @@ async def test_a_direct_reader_reads_every_stream_the_api_names(api, caplog):
 async def test_a_direct_reader_recreates_a_deleted_stream_group(api, caplog):
     caplog.set_level(logging.INFO, logger="batchq.worker")
     key = stream_key(api.settings.redis_prefix, "default", "default")
-    redis = Redis.from_url(REDIS_URL, decode_responses=True)
-    worker = make_worker(api, examples, broker_url=REDIS_URL)
+    redis = redis_client(api.backend)
+    worker = make_worker(api, examples, broker_url=redis_url(api.backend))
     try:
         async with running(worker):
             first = await api.create({"jobs": ["Echo"]})

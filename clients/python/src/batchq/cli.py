@@ -80,8 +80,8 @@ def add_worker(sub: Any) -> None:
     worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default: 1)")
     worker.add_argument(
         "--broker-url", default=env("BATCHQ_WORKER_BROKER_URL"),
-        help="redis://… to read the Redis streams directly instead of claiming over HTTP "
-             "(needs batchq[redis]; default: BATCHQ_WORKER_BROKER_URL)",
+        help="redis://… (or redis+cluster://host:port,… for a Redis Cluster) to read the Redis streams "
+             "directly instead of claiming over HTTP (needs batchq[redis]; default: BATCHQ_WORKER_BROKER_URL)",
     )
     worker.add_argument("--prefix", help=argparse.SUPPRESS)  # ignored: the API names the streams now
     worker.add_argument("--poll-wait", type=float, default=5.0, help="long-poll wait in seconds (default: 5)")

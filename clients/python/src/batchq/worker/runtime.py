@@ -33,7 +33,7 @@ from batchq.models import Message, ReportItem
 from batchq.worker.context import JobContext, JobResult, PermanentError, epoch_seconds
 from batchq.worker.registry import Handler, Registry, is_async
 from batchq.worker.reporter import Reporter
-from batchq.worker.sources import ClaimSource, Source, StreamSource
+from batchq.worker.sources import STREAM_SCHEMES, ClaimSource, Source, StreamSource
 
 log = logging.getLogger("batchq.worker")
 
@@ -112,7 +112,7 @@ class Worker:
         )
         self.reporter = Reporter(self.client)
         self.source: Source
-        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        if self.broker_url and self.broker_url.startswith(STREAM_SCHEMES):
             self.source = StreamSource(self.client, self.worker_id, self.broker_url, self.claim_timeout_s,
                                        self.streams_refresh_s)
         else:

@@ -20,6 +20,9 @@ from batchq.models import Message
 log = logging.getLogger("batchq.worker")
 
 MAX_BLOCK_S = 2.0  # longest single XREADGROUP block: a long-poll is several short ones
+MIN_SLICE_S = 0.2  # shortest block on one group of streams while all are empty
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+STREAM_SCHEMES = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
 AUTOCLAIM_EVERY_S = 1.0  # look for entries whose reader died at most this often per stream
 
 
@@ -43,12 +46,39 @@ class ClaimSource:
         pass
 
 
+def connect_redis(url: str) -> Any:
+    """A client for `url` (str answers): one node, or a Redis Cluster named
+    `redis+cluster://host:port,host:port,…` (any node will do; the client learns the rest)."""
+    try:
+        from redis.asyncio import Redis
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+    except ImportError:  # pragma: no cover - depends on the install
+        raise RuntimeError("reading the Redis streams directly needs redis: pip install 'batchq[redis]'") from None
+    if not url.startswith(CLUSTER_SCHEMES):
+        return Redis.from_url(url, decode_responses=True)
+    from urllib.parse import unquote, urlsplit
+
+    scheme, rest = url.split("://", 1)
+    hosts = rest.split("/", 1)[0]
+    userinfo, _, hosts = hosts.rpartition("@")
+    nodes = [urlsplit(f"redis://{part}") for part in hosts.split(",")]
+    user, _, password = userinfo.partition(":")
+    return RedisCluster(
+        startup_nodes=[ClusterNode(n.hostname or "127.0.0.1", n.port or 6379) for n in nodes],
+        decode_responses=True, ssl=scheme.startswith("rediss"),
+        username=unquote(user) or None, password=unquote(password) or None,
+    )  # fmt: skip
+
+
 class StreamSource:
     """XREADGROUP on a queue's streams, then POST /v1/starts, then XACK + XDEL.
 
     The API names the streams and the consumer group (GET /v1/queues/{queue}/streams,
     asked again every `refresh_s`), so a reader needs no key prefix and follows a queue split
-    over several streams (partitions), which it reads in turn. An entry whose start could not
+    over several streams (partitions), which it reads in turn, starting with another one each
+    time. On a Redis Cluster (`redis+cluster://…`) each partition is read with its own command
+    (streams in different slots cannot share one); when all are empty, the read blocks on one
+    of them for a slice of MAX_BLOCK_S, the next on the next one. An entry whose start could not
     be reached stays unacked: after claim_timeout_s a consumer takes it over (XAUTOCLAIM), so
     a network blip or a crash loses nothing. A stream or group that was deleted is made again
     on the spot (NOGROUP), never remembered as existing.
@@ -56,15 +86,12 @@ class StreamSource:
 
     def __init__(self, client: AsyncClient, worker_id: str, broker_url: str, claim_timeout_s: float,
                  refresh_s: float = 30.0):
-        try:
-            from redis.asyncio import Redis
-        except ImportError:  # pragma: no cover - depends on the install
-            raise RuntimeError("reading the Redis streams directly needs redis: pip install 'batchq[redis]'") from None
         self.client = client
         self.worker_id = worker_id
         self.claim_timeout_s = claim_timeout_s
         self.refresh_s = refresh_s
-        self.redis = Redis.from_url(broker_url, decode_responses=True)
+        self.redis = connect_redis(broker_url)
+        self.cluster = broker_url.startswith(CLUSTER_SCHEMES)
         self.fallback = ClaimSource(client, worker_id)
         self._queues: dict[str, QueueStreams] = {}
 
@@ -180,15 +207,32 @@ class QueueStreams:
                 log.info("took over %d entries of %s whose reader went away", taken, stream, extra={"count": taken})
             count -= taken
 
+    def _slot_groups(self) -> list[list[str]]:
+        """The streams in turn, in groups one command may read: all of them on one node,
+        those of one hash slot on a cluster."""
+        streams = self._rotated()
+        if not self.source.cluster:
+            return [streams]
+        from redis.crc import key_slot
+
+        groups: dict[int, list[str]] = {}
+        for stream in streams:
+            groups.setdefault(key_slot(stream.encode()), []).append(stream)
+        return list(groups.values())
+
     async def _read(self, count: int, wait_s: float) -> None:
+        groups = self._slot_groups()
         # BLOCK 0 means "forever": block 1 ms .. MAX_BLOCK_S; the fetch loop asks again.
-        block = max(1, int(min(wait_s, MAX_BLOCK_S) * 1000)) if wait_s > 0 else None
-        keys: dict[Any, Any] = {stream: ">" for stream in self._rotated()}
-        reply = await self._grouped(lambda: self.redis.xreadgroup(
-            self.group, self.source.worker_id, keys, count=count, block=block))
-        pairs = reply.items() if isinstance(reply, dict) else (reply or [])
-        for stream, items in pairs:
-            self._keep(str(stream), items)
+        slice_s = min(wait_s, max(MAX_BLOCK_S / len(groups), MIN_SLICE_S))
+        for i, group in enumerate(groups):
+            last = i == len(groups) - 1
+            block = max(1, int(slice_s * 1000)) if last and wait_s > 0 else None  # only the last one waits
+            keys: dict[Any, Any] = {stream: ">" for stream in group}
+            reply = await self._grouped(functools.partial(
+                self.redis.xreadgroup, self.group, self.source.worker_id, keys, count=count, block=block))
+            pairs = reply.items() if isinstance(reply, dict) else (reply or [])
+            if sum(self._keep(str(stream), items) for stream, items in pairs):
+                return
 
     async def _grouped(self, op: Callable[[], Awaitable[Any]]) -> Any:
         """Run a stream command; when the stream or its group was deleted (NOGROUP, or UNBLOCKED
