@@ -46,29 +46,33 @@ BACKENDS = [b for b in os.environ.get("BATCHQ_TEST_BACKENDS", ",".join(ALL_BACKE
 STREAM_BACKENDS = [b for b in BACKENDS if b in ("pg-redis", "redis", "redis-cluster")]
 # Backends with the Redis store (tests of its own guarantees run on these; on "redis" at least).
 REDIS_STORE_BACKENDS = [b for b in BACKENDS if b in ("redis", "redis-cluster")] or ["redis"]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Cluster:
     """The session's Redis Cluster (scripts/redis_cluster.sh), started when first needed."""
 
     url: str | None = os.environ.get("BATCHQ_TEST_REDIS_CLUSTER")
-    base: int | None = None
+    # Its first port (scripts/redis_cluster.sh knows its nodes by it); stopped at the end
+    # only when this session started it.
+    base: int | None = int(url.split(",")[0].rsplit(":", 1)[1]) if url else None
+    started = False
 
     @classmethod
     def start(cls) -> str:
         if cls.url is None:
-            cls.base = _free_port_range(6)
-            out = subprocess.run(["bash", f"{ROOT}/scripts/redis_cluster.sh", "start", str(cls.base)],
+            cls.base, cls.started = _free_port_range(6), True
+            out = subprocess.run(["bash", f"{REPO}/scripts/redis_cluster.sh", "start", str(cls.base)],
                                  check=True, capture_output=True, text=True, timeout=120)  # fmt: skip
             cls.url = out.stdout.strip().splitlines()[-1]
         return cls.url
 
     @classmethod
     def stop(cls) -> None:
-        if cls.base is not None:
-            subprocess.run(["bash", f"{ROOT}/scripts/redis_cluster.sh", "stop", str(cls.base)], check=False, timeout=60)
+        if cls.started:
+            subprocess.run(["bash", f"{REPO}/scripts/redis_cluster.sh", "stop", str(cls.base)], check=False, timeout=60)
             cls.base = cls.url = None
+            cls.started = False
 
 
 def _free_port_range(n: int) -> int:

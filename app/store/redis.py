@@ -46,6 +46,7 @@ from app.store.base import (
 from app.store.capabilities import Idempotency, IdempotencyRecord, Publish, Queued
 from app.store.redis_keys import ALL, INDEX, SEP, Keys, zset_index
 from app.store.redis_replicas import Replicas
+from app.store.unreachable import unreachable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -470,8 +471,11 @@ class RedisStore(Store, Idempotency):
                     if not self.replicas.wanted:
                         pipe.zadd(k.active, {batch.id: _fresh()})  # the reconciler settles it again
                 await _g(pipe.execute())
-        except Exception:  # noqa: BLE001 - the batch is committed; the reconciler repairs indexes
-            log.exception("updating the shared indexes after a commit on batch %s failed", batch.id)
+        except Exception as exc:  # noqa: BLE001 - the batch is committed; the reconciler repairs indexes
+            if not unreachable(exc):
+                log.exception("updating the shared indexes after a commit on batch %s failed", batch.id)
+            else:  # a failover, a dropped connection: expected, one line
+                log.warning("updating the shared indexes after a commit on batch %s failed: %r", batch.id, exc)
         if (cs.messages or cs.bulk or cs.inserted) and self.on_enqueue is not None:
             self.on_enqueue({m.queue for m in cs.messages} | {"*"})
         if cs.events and self.on_events is not None:

@@ -10,9 +10,11 @@ and Idempotency-Key records. The other shared indexes, the streams and the gauge
 not waited for: the reconciler rebuilds the indexes and republishes lost messages.
 
 When fewer replicas confirm in time, the operation is answered 503 (`NotReplicated`) if
-the master has that many replicas connected (one lags: retry), and accepted with a
+the master has that many replicas online (one lags: retry), and accepted with a
 warning if it has not (a master promoted a moment ago runs without a replica until the
 old one comes back; like Redis's own `min-replicas-to-write 0`, batchq keeps working).
+Such a master's writes then wait only for the replicas it has (none: no WAIT), looked up
+again every RECHECK_S, so that each write does not sit out the timeout.
 A 503 does not say the write was lost: a report or start sent again is recognised as
 the same one, a creation repeated with its Idempotency-Key returns the first batch.
 
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 Command = Sequence[Any]  # ("NAME", arg, …)
 RETRY = (AskError, TryAgainError, ClusterDownError, SlotNotCoveredError, RedisConnectionError, RedisTimeoutError)
 WARN_EVERY_S = 60.0
+RECHECK_S = 1.0  # how long a master found short of replicas is believed so
 
 
 class Replicas:
@@ -59,6 +62,7 @@ class Replicas:
         self.timeout_ms = timeout_ms
         self.cluster = isinstance(redis, RedisCluster)
         self._warned: dict[str, float] = {}
+        self._short_of: dict[str, tuple[int, float]] = {}  # master -> (replicas online, when seen)
 
     async def script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """Run a script; with replicas wanted, answer once they have its writes."""
@@ -73,12 +77,47 @@ class Replicas:
 
     async def write(self, key: str, commands: list[Command]) -> list[Any]:
         """Send commands on `key`'s master (every key they name shares its slot), then WAIT."""
-        if not self.wanted:
+        wanted = await self._wanted_on(key)
+        if not wanted:
             return await self._send(key, list(commands))
-        *replies, acked = await self._send(key, [*commands, ("WAIT", self.wanted, self.timeout_ms)])
-        if int(acked) < self.wanted:
+        *replies, acked = await self._send(key, [*commands, ("WAIT", wanted, self.timeout_ms)])
+        if int(acked) < wanted:
             await self._short(key, int(acked))
         return replies
+
+    async def _wanted_on(self, key: str) -> int:
+        """The replicas to wait for on key's master: fewer while it is known to have fewer."""
+        if not self.wanted or not self._short_of:
+            return self.wanted
+        name = await self._master(key)
+        if name not in self._short_of:
+            return self.wanted
+        online, seen = self._short_of[name]
+        if time.monotonic() - seen > RECHECK_S:
+            online = await self._online(key)
+            if online >= self.wanted:
+                del self._short_of[name]
+                log.info("Redis master %s has replicas again: its writes wait for them", name)
+                return self.wanted
+            self._short_of[name] = (online, time.monotonic())
+        return min(self.wanted, online)
+
+    async def _master(self, key: str) -> str:
+        if not self.cluster:
+            return "redis"
+        await self.redis.initialize()  # type: ignore[union-attr]
+        return str(self.redis.get_node_from_key(key).name)  # type: ignore[union-attr]
+
+    async def _online(self, key: str) -> int:
+        """How many replicas key's master has online now (one still loading its first copy
+        is online but cannot confirm anything yet)."""
+        if self.cluster:
+            node = self.redis.get_node_from_key(key)  # type: ignore[union-attr]
+            info = await self.redis.info("replication", target_nodes=node)  # type: ignore[call-arg]
+        else:
+            info = await self.redis.info("replication")
+        replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        return sum(1 for r in replicas if r.get("state") == "online")
 
     async def _send(self, key: str, commands: list[Command]) -> list[Any]:
         if not self.cluster:
@@ -108,19 +147,14 @@ class Replicas:
         raise AssertionError("unreachable")
 
     async def _short(self, key: str, acked: int) -> None:
-        """Fewer replicas confirmed than wanted: 503 if that many are connected, else go on."""
-        if self.cluster:
-            node = self.redis.get_node_from_key(key)  # type: ignore[union-attr]
-            info = await self.redis.info("replication", target_nodes=node)  # type: ignore[call-arg]
-            name = node.name
-        else:
-            info = await self.redis.info("replication")
-            name = "redis"
-        connected = int(info.get("connected_slaves", 0))
-        if connected >= self.wanted:
-            raise NotReplicated(f"{acked} of {self.wanted} replicas confirmed a write within {self.timeout_ms} ms")
+        """Fewer replicas confirmed than wanted: 503 if that many are online, else go on."""
+        name = await self._master(key)
+        online = await self._online(key)
+        if acked < min(self.wanted, online):  # a replica is there but lags: the client retries
+            raise NotReplicated(f"{acked} replicas of {online} confirmed a write within {self.timeout_ms} ms")
         now = time.monotonic()
+        self._short_of[name] = (online, now)
         if now - self._warned.get(name, float("-inf")) > WARN_EVERY_S:
             self._warned[name] = now
-            log.warning("Redis master %s has %d replicas connected, fewer than BATCHQ_REDIS_WAIT_REPLICAS=%d: "
-                        "its writes are not replicated until one is back", name, connected, self.wanted)
+            log.warning("Redis master %s has %d replicas online, fewer than BATCHQ_REDIS_WAIT_REPLICAS=%d: "
+                        "its writes are not replicated until one is back", name, online, self.wanted)
