@@ -155,7 +155,7 @@ async def test_a_process_that_started_a_claim_and_died_before_answering_strands_
             break
     d = fetched[0]
     started, _ = await api.services.orchestrator.start_many(
-        None, [(d.message["job_id"], d.message["attempt"], f"{d.queue}/{d.token}")], "lost-worker"
+        None, [(d.message["job_id"], d.message["attempt"], d.id)], "lost-worker"
     )
     assert (await api.batch(batch["id"]))["running"] == 1
     # The message is delivered again; its start hands out the lease the dead process made.

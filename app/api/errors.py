@@ -132,6 +132,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_unreachable(exc):  # a connection closed under a write (unreachable.closed_under_a_write)
+            return await unreachable(request, exc)
         rid = request_id(request)
         log.error("unexpected error (request %s) on %s %s", rid, request.method, request.url.path, exc_info=exc,
                   extra={"request_id": rid})  # fmt: skip

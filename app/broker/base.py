@@ -22,6 +22,12 @@ class Delivery:
     token: Any  # what ack() needs: a row id, a stream entry id
     stream: str | None = None  # the stream it came from, for a broker with several per queue
 
+    @property
+    def id(self) -> str:
+        """This delivery's name, from which the lease of the attempt it starts is made
+        (rules.lease_for): the same entry delivered again has the same one."""
+        return f"{self.stream or self.queue}/{self.token}"
+
 
 class Broker(ABC):
     #: True when messages reach the broker only through a relay (they are not in the store).

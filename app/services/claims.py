@@ -35,7 +35,7 @@ class Claims:
             if deliveries:
                 # Stale or duplicate deliveries are refused by the store: dropped with the rest.
                 started, _refused = await self.orchestrator.start_many(
-                    tenant, [(d.message["job_id"], int(d.message["attempt"]), f"{d.stream or d.queue}/{d.token}") for d in deliveries],
+                    tenant, [(d.message["job_id"], int(d.message["attempt"]), d.id) for d in deliveries],
                     worker,
                 )
                 settled += deliveries

@@ -141,8 +141,8 @@ class Replicas:
             except RETRY:
                 if attempt == RETRIES:
                     raise
-                await cluster.aclose()  # learn the cluster's shape again on the next try
                 await asyncio.sleep(random.uniform(0, delay))
+                await cluster.nodes_manager.initialize()  # learn the cluster's shape again
                 delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")
 

@@ -26,3 +26,16 @@ def test_a_store_that_cannot_serve_this_moment_is_transient(exc: BaseException) 
 ])  # fmt: skip
 def test_a_script_error_is_a_bug_not_a_blip(exc: BaseException) -> None:
     assert not unreachable(exc)
+
+
+async def test_a_connection_closed_under_a_write_is_transient_and_other_attribute_errors_are_bugs() -> None:
+    """redis-py raises AttributeError from a write on a connection closed under it (#4287)."""
+    from redis.asyncio.connection import Connection
+
+    conn = Connection()  # never connected: no writer, as after a close in the middle of a send
+    with pytest.raises(AttributeError) as closed:
+        await conn._send_packed_command([b"PING"])
+    assert unreachable(closed.value)
+    with pytest.raises(AttributeError) as bug:
+        None.writelines([])  # type: ignore[attr-defined]
+    assert not unreachable(bug.value)
