@@ -18,6 +18,7 @@ spot by whoever meets its absence; the store's reconciler republishes what it he
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import zlib
@@ -30,25 +31,20 @@ from redis.exceptions import ResponseError
 from app.broker.base import Broker, Delivery
 from app.domain.models import Message
 from app.redis_client import AnyRedis
+from app.store.redis_keys import queues_key, stream_key
+from app.store.unreachable import unreachable
+
+__all__ = ["GROUP", "RedisStreamsBroker", "partition_of", "queues_key", "stream_key"]
 
 GROUP = "workers"
 MAX_BLOCK_S = 2.0  # longest single XREADGROUP block; long-polls loop over several
 MIN_SLICE_S = 0.2  # shortest block on one partition while all are empty
 AUTOCLAIM_EVERY_S = 1.0
-
-
-def stream_key(prefix: str, tenant: str, queue: str, partition: int = 0) -> str:
-    base = f"{prefix}:stream:{tenant}:{queue}"
-    return base if partition == 0 else f"{base}#{partition}"
+ACK_TRIES = 5  # within about a second
 
 
 def partition_of(job_id: str, partitions: int) -> int:
     return zlib.crc32(job_id.encode()) % partitions if partitions > 1 else 0
-
-
-def queues_key(prefix: str) -> str:
-    """A set of "tenant/queue": every queue that has had a message."""
-    return f"{prefix}:queues"
 
 
 class RedisStreamsBroker(Broker):
@@ -144,14 +140,24 @@ class RedisStreamsBroker(Broker):
         return [e for _stream, items in pairs for e in items]
 
     async def ack(self, deliveries: list[Delivery]) -> None:
+        """XACK + XDEL, tried again a few times on a cut connection: an entry left unacked is
+        taken over after claim_timeout_s by another reader, whose start of the same delivery
+        gets the same lease, so the job would run twice if it is still running then."""
         if not deliveries:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for d in deliveries:
-                key = d.stream or stream_key(self.prefix, d.tenant, d.queue)
-                pipe.xack(key, GROUP, d.token)
-                pipe.xdel(key, d.token)
-            await pipe.execute()
+        for attempt in range(ACK_TRIES):
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for d in deliveries:
+                        key = d.stream or stream_key(self.prefix, d.tenant, d.queue)
+                        pipe.xack(key, GROUP, d.token)
+                        pipe.xdel(key, d.token)
+                    await pipe.execute()
+                return
+            except Exception as exc:
+                if attempt == ACK_TRIES - 1 or not unreachable(exc):
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
 
     async def oldest(self, tenant: str, queue: str) -> float | None:
         """When the oldest entry still in any of the queue's streams was added (None: all

@@ -1,9 +1,12 @@
-"""Every Redis key of the Redis store, named in one place (P = settings.redis_prefix).
+"""Every Redis key of batchq, named in one place (P = settings.redis_prefix).
 
-One batch's keys share the hash tag `{batch id}`, so they sit in one hash slot of a Redis
-Cluster and one script can change them atomically. Every operation touches one batch.
+The layout is the same on one Redis node and on a Redis Cluster. On a cluster, a key's hash
+slot (and so its master) comes from its `{hash tag}` or, without one, from the whole key.
+The rule that makes the store run on a cluster unchanged: **no command and no script names
+keys of two slots.** Every script declares all its keys in KEYS (none is built inside Lua).
 
-Per batch (B):
+Per batch (B), all tagged `{B}`, so one slot holds the whole batch and the commit script
+changes it atomically (every operation touches one batch):
   P:{B}:batch        hash: the counts (`jobs_waiting` …, one field each, so a FAST commit
                      moves them with HINCRBY), `d` (the other batch fields, JSON), `st` and
                      `er` (status, and "1" while it holds a failure: the FAST guard reads
@@ -25,8 +28,10 @@ Per batch (B):
                      callback, all) and status S (or "all")
 A finished batch's keys expire after settings.finished_ttl_s; a retried one persists again.
 
-Shared by all batches (each its own key; written after a batch's commit, and repaired by
-the reconciler when a crash lost such a write):
+Shared by all batches: each is one key (one slot) written by single-key commands, in a
+separate step *after* the batch's commit (never inside it), idempotent, and repaired by
+the reconciler from the batches themselves when a crash or a failover lost such a write;
+`active` is the reconciler's own list, written before a new batch commits:
   P:active           zset batch id -> when last announced: batches the reconciler still looks
                      at (until finished, with no outbox, lease or pending webhook left)
   P:list:{T}, P:list:{T}:s:{S}, P:list:{T}:q:{Q}
@@ -34,9 +39,21 @@ the reconciler when a crash lost such a write):
   P:out              zset batch id -> earliest due outbox message (the relay's work)
   P:leases           zset batch id -> earliest lease expiry (the reaper's work)
   P:hooks            zset "batch id\\nwebhook id" -> next delivery attempt (the sender's work)
-  P:qc               hash "tenant\\x1fqueue\\x1fstatus" -> queued / running jobs (gauges)
-  P:idem:{T}:{key}   an Idempotency-Key record (JSON, with a TTL)
-The broker's streams are the broker's (app.broker.redis_streams); the store never names them.
+  P:qc               hash "tenant\\x1fqueue\\x1fstatus" -> queued / running jobs (gauges; a
+                     crash or failover between a commit and its increment leaves them off)
+  P:idem:{T}:{key}   an Idempotency-Key record (JSON, with a TTL): read and written alone
+These keys are hot on a cluster (every batch's commit touches some of them, on their
+masters), but each is one small command per commit, pipelined.
+
+The broker's keys (app.broker.redis_streams; the store never names them):
+  P:stream:{T}:{Q}   the stream of queue Q of tenant T, consumer group "workers";
+  P:stream:{T}:{Q}#N partition N (1 …) of a queue spread over several streams: no tag, so
+                     the partitions of one queue hash to different slots (and masters)
+  P:queues           set of "tenant/queue": every queue that has had a message
+
+With BATCHQ_REDIS_WAIT_REPLICAS ≥ 1 the writes nothing could rebuild — a batch's commit,
+`active`, the Idempotency-Key records — are answered only once replicas have them
+(app.store.redis_replicas); the rest is rebuilt or republished by the reconciler.
 """
 from __future__ import annotations
 
@@ -86,3 +103,14 @@ class Keys:
 
     def idempotency(self, tenant: str, key: str) -> str:
         return f"{self.prefix}:idem:{tenant}:{key}"
+
+
+def stream_key(prefix: str, tenant: str, queue: str, partition: int = 0) -> str:
+    """The broker's stream of a queue, or of its partition N ≥ 1."""
+    base = f"{prefix}:stream:{tenant}:{queue}"
+    return base if partition == 0 else f"{base}#{partition}"
+
+
+def queues_key(prefix: str) -> str:
+    """The broker's set of "tenant/queue": every queue that has had a message."""
+    return f"{prefix}:queues"

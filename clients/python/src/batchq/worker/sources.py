@@ -24,6 +24,7 @@ MIN_SLICE_S = 0.2  # shortest block on one group of streams while all are empty
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 STREAM_SCHEMES = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
 AUTOCLAIM_EVERY_S = 1.0  # look for entries whose reader died at most this often per stream
+ACK_TRIES = 5  # within about a second
 
 
 class Source(Protocol):
@@ -280,11 +281,19 @@ class QueueStreams:
         return reply.get("messages", [])
 
     async def _ack(self, entries: list[Entry]) -> None:
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for stream, entry_id, _ in entries:
-                    pipe.xack(stream, self.group, entry_id)
-                    pipe.xdel(stream, entry_id)
-                await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - taken over later; its start is then refused as a duplicate
-            log.warning("could not ack %d entries of %s: %s", len(entries), self.queue, exc)
+        """XACK + XDEL, tried again a few times: an entry left unacked is taken over after
+        claim_timeout_s by another reader, whose start of the same delivery gets the same
+        lease (the job runs twice if it still runs then; if it has ended, it is refused)."""
+        for attempt in range(ACK_TRIES):
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for stream, entry_id, _ in entries:
+                        pipe.xack(stream, self.group, entry_id)
+                        pipe.xdel(stream, entry_id)
+                    await pipe.execute()
+                return
+            except Exception as exc:  # noqa: BLE001 - a cut connection, a failover
+                if attempt == ACK_TRIES - 1:
+                    log.warning("could not ack %d entries of %s: %s", len(entries), self.queue, exc)
+                    return
+                await asyncio.sleep(0.05 * 2**attempt)
