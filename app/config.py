@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # SQL connections per API process (PostgreSQL): kept open, and extra under load.
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    # Redis connections of the store per API process: more concurrent operations than this
+    # wait for a free one (a burst is queued, not refused), up to redis_pool_timeout_s.
+    redis_max_connections: int = Field(default=100, ge=1)
+    redis_pool_timeout_s: float = Field(default=10.0, gt=0)
     # Redis keys (store and streams) live under this prefix.
     redis_prefix: str = "batchq"
 
