@@ -11,7 +11,7 @@ import asyncio
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, AnyHttpUrl, Field
+from pydantic import AfterValidator, AnyHttpUrl, Field, WithJsonSchema
 
 from app.domain.errors import Invalid
 from app.services import callback_guard
@@ -50,12 +50,25 @@ def _distinct(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-HeaderName = Annotated[str, AfterValidator(_name), Field(json_schema_extra={"pattern": TOKEN, "maxLength": 256})]
-HeaderValue = Annotated[str, AfterValidator(_value), Field(json_schema_extra={"pattern": VALUE, "maxLength": 4096})]
+def _few(headers: dict[str, str]) -> dict[str, str]:
+    if len(headers) > 50:
+        raise ValueError("at most 50 headers")
+    return headers
+
+
+# Validated by the functions above (their messages name the header); documented as this schema.
 CallbackHeaders = Annotated[
-    dict[HeaderName, HeaderValue],
+    dict[Annotated[str, AfterValidator(_name)], Annotated[str, AfterValidator(_value)]],
     AfterValidator(_distinct),
-    Field(max_length=50, description="sent with every delivery; not Host, framing, hop-by-hop or signature headers"),
+    AfterValidator(_few),
+    WithJsonSchema({
+        "type": "object",
+        "maxProperties": 50,
+        "propertyNames": {"pattern": TOKEN, "maxLength": 256},
+        "additionalProperties": {"type": "string", "pattern": VALUE, "maxLength": 4096},
+        "description": "sent with every delivery; not Host, Content-Length, Content-Type, Transfer-Encoding, "
+                       "hop-by-hop headers, webhook-id / -timestamp / -signature or X-Batchq-*",
+    }),
 ]
 
 
@@ -65,7 +78,13 @@ def _no_user_info(url: AnyHttpUrl) -> AnyHttpUrl:
     return url
 
 
-CallbackUrl = Annotated[AnyHttpUrl, AfterValidator(_no_user_info)]
+CallbackUrl = Annotated[
+    AnyHttpUrl,
+    AfterValidator(_no_user_info),
+    Field(description="http(s), without user info; its host must be, and resolve to, public addresses only "
+                      "(not loopback, private, link-local, CGNAT, multicast or reserved) unless the server "
+                      "sets BATCHQ_ALLOW_PRIVATE_CALLBACKS"),
+]
 
 
 async def vet_urls(urls: dict[str, AnyHttpUrl | None], allow_private: bool) -> None:

@@ -40,7 +40,7 @@ NAT64 = IPv6Network("64:ff9b::/96")
 
 _HEX = re.compile(r"0x[0-9a-f]*")
 _OCTAL = re.compile(r"0[0-7]+")
-_DECIMAL = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")  # a leading 0 means octal: "09" is no number
 
 
 def bare_host(host: str) -> str:
