@@ -28,7 +28,9 @@ def build_store(settings: Settings) -> Store:
     if settings.store_kind == "redis":
         from app.store.redis import RedisStore
 
-        return RedisStore(connect(settings.database_url, settings.redis_cluster), settings)
+        redis = connect(settings.database_url, settings.redis_cluster, settings.redis_max_connections,
+                        settings.redis_pool_timeout_s)  # fmt: skip
+        return RedisStore(redis, settings)
     from app.store.sql import SqlStore
 
     return SqlStore(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -56,13 +56,22 @@ def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     return nodes, options
 
 
-def connect(url: str, cluster: bool = False) -> AnyRedis:
-    """A client for `url` that answers str (decode_responses)."""
+def connect(url: str, cluster: bool = False, max_connections: int | None = None,
+            pool_timeout_s: float | None = None) -> AnyRedis:
+    """A client for `url` that answers str (decode_responses). With max_connections, one
+    node's pool makes a burst wait up to pool_timeout_s for a connection; a cluster's
+    client has that many per node and refuses the excess (MaxConnectionsError)."""
     if not is_cluster(url, cluster):
-        return Redis.from_url(url, decode_responses=True)
+        if max_connections is None:
+            return Redis.from_url(url, decode_responses=True)
+        pool = BlockingConnectionPool.from_url(url, decode_responses=True, max_connections=max_connections,
+                                               timeout=pool_timeout_s)  # fmt: skip
+        return Redis(connection_pool=pool)
     if url.startswith(("redis://", "rediss://")):
         url = url.replace("://", "+cluster://", 1)
     nodes, options = cluster_nodes(url)
+    if max_connections is not None:
+        options["max_connections"] = max_connections
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
         decode_responses=True,

@@ -42,6 +42,8 @@ the reconciler from the batches themselves when a crash or a failover lost such 
   P:qc               hash "tenant\\x1fqueue\\x1fstatus" -> queued / running jobs (gauges; a
                      crash or failover between a commit and its increment leaves them off)
   P:idem:{T}:{key}   an Idempotency-Key record (JSON, with a TTL): read and written alone
+  P:installation:{N} a value made once for the installation (the generated webhook secret;
+                     no TTL): read and written alone
 These keys are hot on a cluster (every batch's commit touches some of them, on their
 masters), but each is one small command per commit, pipelined.
 
@@ -52,8 +54,9 @@ The broker's keys (app.broker.redis_streams; the store never names them):
   P:queues           set of "tenant/queue": every queue that has had a message
 
 With BATCHQ_REDIS_WAIT_REPLICAS ≥ 1 the writes nothing could rebuild — a batch's commit,
-`active`, the Idempotency-Key records — are answered only once replicas have them
-(app.store.redis_replicas); the rest is rebuilt or republished by the reconciler.
+`active`, the Idempotency-Key records, the installation values — are answered only once
+replicas have them (app.store.redis_replicas); the rest is rebuilt or republished by the
+reconciler.
 """
 from __future__ import annotations
 
@@ -103,6 +106,9 @@ class Keys:
 
     def idempotency(self, tenant: str, key: str) -> str:
         return f"{self.prefix}:idem:{tenant}:{key}"
+
+    def installation(self, name: str) -> str:
+        return f"{self.prefix}:installation:{name}"
 
 
 def stream_key(prefix: str, tenant: str, queue: str, partition: int = 0) -> str:

@@ -37,6 +37,7 @@ from app.store.base import (
     finished_statuses,
 )
 from app.store.capabilities import Idempotency, IdempotencyRecord, Queued
+from app.store.sql_installation import SqlInstallation
 from app.domain.models import WEBHOOK_FIELDS
 from app.store.records import batch_from, batch_row, job_from, job_row
 
@@ -188,6 +189,7 @@ class SqlStore(Store, Idempotency):
         self.on_events: Callable[[set[str]], None] | None = None
         self.idempotency = self
         self.outbox = self.message_table = self.retention = self.reconciliation = self
+        self.installation = SqlInstallation(self.engine, self.write_engine)
 
     async def init(self) -> None:
         if self.auto_migrate:
