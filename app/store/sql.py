@@ -170,9 +170,13 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> AsyncE
         return engine
     # No pre-ping (it costs a round trip per transaction): a connection found dead is
     # invalidated and the operation runs again on a fresh one.
+    # Custom plans for every statement: a plan cached while a batch's table was small (a
+    # sequential scan) would otherwise outlive its growth until the next ANALYZE, and a
+    # report's lookup of its jobs by primary key went from 0.1 ms to 200 ms at 100,000 jobs.
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800, json_serializer=_dumps
-    )
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800, json_serializer=_dumps,
+        connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
+    )  # fmt: skip
 
 
 class SqlStore(Store, Idempotency):
