@@ -26,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from app.broker.base import Broker, Delivery
@@ -134,10 +135,21 @@ class RedisStreamsBroker(Broker):
     async def _xreadgroup(self, key: str, count: int, block_s: float, consumer: str) -> list[Any]:
         # BLOCK 0 means "forever", and a block longer than the client's socket timeout
         # (5 s by default in redis-py) fails: block 1 ms .. MAX_BLOCK_S, callers loop.
-        block = max(1, int(min(block_s, MAX_BLOCK_S) * 1000)) if block_s > 0 else None
-        reply = await self.redis.xreadgroup(GROUP, consumer, {key: ">"}, count=count, block=block)
+        block = ["BLOCK", max(1, int(min(block_s, MAX_BLOCK_S) * 1000))] if block_s > 0 else []
+        command = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, *block, "STREAMS", key, ">"]
+        reply = await self.redis.execute_command(*command, **await self._node_of(key))
         pairs = reply.items() if isinstance(reply, dict) else (reply or [])  # RESP3 answers a dict
         return [e for _stream, items in pairs for e in items]
+
+    async def _node_of(self, key: str) -> dict[str, Any]:
+        """On a cluster, XREADGROUP goes straight to the key's master: left to itself,
+        redis-py asks one fixed node where its keys are (COMMAND GETKEYS, as they follow
+        STREAMS), an extra round trip per read, and every read fails while that node is down
+        even after its replica has taken over."""
+        if not isinstance(self.redis, RedisCluster):
+            return {}
+        await self.redis.initialize()
+        return {"target_nodes": self.redis.get_node_from_key(key)}
 
     async def ack(self, deliveries: list[Delivery]) -> None:
         """XACK + XDEL, tried again a few times on a cut connection: an entry left unacked is

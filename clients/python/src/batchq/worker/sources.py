@@ -228,12 +228,21 @@ class QueueStreams:
         for i, group in enumerate(groups):
             last = i == len(groups) - 1
             block = max(1, int(slice_s * 1000)) if last and wait_s > 0 else None  # only the last one waits
-            keys: dict[Any, Any] = {stream: ">" for stream in group}
-            reply = await self._grouped(functools.partial(
-                self.redis.xreadgroup, self.group, self.source.worker_id, keys, count=count, block=block))
+            command = ["XREADGROUP", "GROUP", self.group, self.source.worker_id, "COUNT", count,
+                       *(["BLOCK", block] if block is not None else []), "STREAMS", *group, *[">"] * len(group)]
+            reply = await self._grouped(functools.partial(self._execute, group[0], command))
             pairs = reply.items() if isinstance(reply, dict) else (reply or [])
             if sum(self._keep(str(stream), items) for stream, items in pairs):
                 return
+
+    async def _execute(self, key: str, command: list[Any]) -> Any:
+        """On a cluster, straight to the key's master: left to itself, redis-py asks one fixed
+        node where XREADGROUP's keys are (they follow STREAMS), a round trip more per read,
+        and every read fails while that node is down, even after its replica took over."""
+        if not self.source.cluster:
+            return await self.redis.execute_command(*command)
+        await self.redis.initialize()
+        return await self.redis.execute_command(*command, target_nodes=self.redis.get_node_from_key(key))
 
     async def _grouped(self, op: Callable[[], Awaitable[Any]]) -> Any:
         """Run a stream command; when the stream or its group was deleted (NOGROUP, or UNBLOCKED
