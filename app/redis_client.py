@@ -23,7 +23,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 SCHEMES = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
 # Retries of one command during a failover: full-jitter backoff from 50 ms up to 1 s each,
-# about 5 s in all (a failover with cluster-node-timeout 2 s takes 3-4 s).
+# a few seconds in all (a failover with cluster-node-timeout 2 s takes 3-4 s).
 RETRIES = 10
 
 AnyRedis = Redis | RedisCluster

@@ -64,10 +64,14 @@ def connect_redis(url: str) -> Any:
     userinfo, _, hosts = hosts.rpartition("@")
     nodes = [urlsplit(f"redis://{part}") for part in hosts.split(",")]
     user, _, password = userinfo.partition(":")
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+
     return RedisCluster(
         startup_nodes=[ClusterNode(n.hostname or "127.0.0.1", n.port or 6379) for n in nodes],
         decode_responses=True, ssl=scheme.startswith("rediss"),
         username=unquote(user) or None, password=unquote(password) or None,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=10),  # through a failover
     )  # fmt: skip
 
 
