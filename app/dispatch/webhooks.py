@@ -20,6 +20,7 @@ from app.config import Settings
 from app.domain.rules import backoff_delay
 from app.domain.models import Webhook
 from app.store.base import Store
+from app.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,15 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, tolerance_s
 
 
 class WebhookSender:
-    def __init__(self, store: Store, settings: Settings, clock: Clock, client: httpx.AsyncClient | None = None):
+    def __init__(
+        self, store: Store, settings: Settings, clock: Clock, client: httpx.AsyncClient | None = None,
+        tracing: Tracing | None = None,
+    ):  # fmt: skip
         self.store = store
         self.clock = clock
         self.settings = settings
         self.client = client or httpx.AsyncClient(timeout=settings.webhook_timeout_s)
+        self.tracing = tracing or Tracing()
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -68,15 +73,25 @@ class WebhookSender:
         }
         started = time.time()
         record: dict = {"attempt": webhook.attempts + 1, "at": self.clock()}
-        try:
-            response = await self.client.post(webhook.url, content=body, headers=headers)
-            record["status_code"] = response.status_code
-            ok = 200 <= response.status_code < 300
+        # In the batch's trace (its traceparent came with the headers: app.services.engine).
+        attributes = {"batchq.batch_id": webhook.batch_id, "batchq.event_id": webhook.id, "batchq.attempt": record["attempt"]}
+        parent = next((v for k, v in webhook.headers.items() if k.lower() == "traceparent"), None)
+        with self.tracing.span(f"batchq.webhook {webhook.event_type}", parent, "client", attributes) as span:
+            traceparent = self.tracing.traceparent()  # this delivery's span, a child of the batch's
+            if traceparent:
+                headers = {**{k: v for k, v in headers.items() if k.lower() != "traceparent"}, "traceparent": traceparent}
+            try:
+                response = await self.client.post(webhook.url, content=body, headers=headers)
+                record["status_code"] = response.status_code
+                span.set_attribute("http.response.status_code", response.status_code)
+                ok = 200 <= response.status_code < 300
+                if not ok:
+                    record["error"] = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                ok = False
+                record["error"] = f"{type(exc).__name__}: {exc}"
             if not ok:
-                record["error"] = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            ok = False
-            record["error"] = f"{type(exc).__name__}: {exc}"
+                span.fail(record["error"])
         record["duration_ms"] = round((time.time() - started) * 1000, 1)
         webhook.attempts += 1
         webhook.deliveries = [*webhook.deliveries, record]
