@@ -389,3 +389,34 @@ async def test_fail_fast_parallel_batch_compensates_then_waits_for_its_running_j
     assert (final["status"], final["completed"], final["failed"]) == ("failed", 1, 1)
     statuses = [e["data"]["status"] for e in await _events(api, batch["id"], "status")]
     assert statuses == ["compensating", "running"]
+
+
+async def test_whole_batch_moves_span_many_chunks(api):
+    """Fail-fast, retry-all and cancel of a batch bigger than a store's chunk (1,000 jobs on
+    Redis) move every job, keep the counts exact and leave no message behind."""
+    n = 2600
+    batch = await api.create({"job": "Noop", "items": list(range(n)), "max_concurrency": 1500})
+    running = await api.claim_until(3)
+    await api.fail(running[0], "bad")  # 1,497 queued and 1,100 waiting are cancelled with it
+    mid = await api.batch(batch["id"])
+    assert (mid["failed"], mid["running"], mid["cancelled"], mid["queued"], mid["waiting"]) == (1, 2, n - 3, 0, 0)
+    for msg in running[1:]:
+        await api.complete(msg)
+    assert (await api.batch(batch["id"]))["status"] == "failed"
+    assert await api.claim(max=100, wait_s=0.3) == []
+
+    r = await api.post(f"/v1/batches/{batch['id']}/retry")
+    # The failed job is retried; the jobs its failure cancelled come back with it.
+    assert r.status_code == 200 and r.json()["retried"] == 1, r.text
+    again = await api.batch(batch["id"])
+    assert (again["status"], again["completed"], again["queued"], again["waiting"]) == ("running", 2, 1500, n - 1502)
+
+    r = await api.post(f"/v1/batches/{batch['id']}/cancel")
+    assert r.status_code == 200, r.text
+    final = await api.batch(batch["id"])
+    assert (final["status"], final["completed"], final["cancelled"], final["queued"], final["waiting"]) == (
+        "cancelled", 2, n - 2, 0, 0,
+    )
+    assert await api.claim(max=100, wait_s=0.3) == []
+    statuses = {j["status"] for j in await api.jobs(batch["id"], limit=1000, offset=1000)}
+    assert statuses == {"cancelled"}

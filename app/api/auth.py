@@ -77,7 +77,7 @@ bearer = HTTPBearer(auto_error=False, description="An API key (BATCHQ_API_KEYS);
 def require(scope: str):  # noqa: ANN201
     """A dependency: the caller, who must hold `scope` (admin holds every scope)."""
 
-    def check(request: Request, _: HTTPAuthorizationCredentials | None = Security(bearer)) -> Caller:
+    async def check(request: Request, _: HTTPAuthorizationCredentials | None = Security(bearer)) -> Caller:
         caller = authenticate(request)
         if scope not in caller.scopes:
             raise Forbidden(f"this key lacks the `{scope}` scope")
@@ -88,7 +88,7 @@ def require(scope: str):  # noqa: ANN201
     return Depends(check)
 
 
-def any_key(request: Request, _: HTTPAuthorizationCredentials | None = Security(bearer)) -> Caller:
+async def any_key(request: Request, _: HTTPAuthorizationCredentials | None = Security(bearer)) -> Caller:
     caller = authenticate(request)
     request.state.caller = caller
     return caller

@@ -9,7 +9,7 @@ from app.api.auth import Caller, any_key, require
 from app.container import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:  # async: a plain def would run in a thread
     return request.app.state.services
 
 

@@ -14,11 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from redis.exceptions import ResponseError
 from sqlalchemy.exc import DBAPIError
 
 from app.domain.errors import DomainError, Unavailable
 from app.store.base import StoreBusy
 from app.store.unreachable import UNREACHABLE
+from app.store.unreachable import unreachable as is_unreachable
 
 log = logging.getLogger("batchq.api")
 
@@ -102,8 +104,9 @@ def install(app: FastAPI) -> None:
         app.add_exception_handler(transient, unreachable)
 
     @app.exception_handler(DBAPIError)
-    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated:
+    @app.exception_handler(ResponseError)
+    async def store_error(request: Request, exc: Exception) -> JSONResponse:
+        if is_unreachable(exc):
             return await unreachable(request, exc)
         return await unexpected(request, exc)
 

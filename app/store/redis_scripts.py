@@ -44,9 +44,13 @@ local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local moved = {}
 
 local function split(s)
-  local t, i = {}, 1
-  for f in (s .. SEP):gmatch('(.-)' .. SEP) do t[i] = f; i = i + 1 end
-  return t
+  local t, i, from = {}, 1, 1
+  while true do
+    local at = string.find(s, SEP, from, true)
+    if not at then t[i] = string.sub(s, from); return t end
+    t[i] = string.sub(s, from, at - 1)
+    i, from = i + 1, at + 1
+  end
 end
 local function join(t) return table.concat(t, SEP, 1, 11) end
 local function count(queue, status, d)
@@ -91,53 +95,89 @@ function write.EVENT(args)
   local id = redis.call('HINCRBY', B, 'seq', 1)
   redis.call('ZADD', EV, id, id .. '\n' .. args[1])
 end
+-- MOVE and DISPATCH edit jobs CHUNK at a time: one HMGET, HSET, ZADD and ZREM per chunk
+-- rather than per job, so that 100,000 jobs move in a fraction of a second and the script
+-- never gets near Redis's busy threshold (other clients would get BUSY errors meanwhile).
+local CHUNK = 1000
+local function call_if(cmd, key, args) if #args > 0 then redis.call(cmd, key, unpack(args)) end end
+local function scores(ps)
+  local t = {}
+  for j, p in ipairs(ps) do t[2 * j - 1] = p; t[2 * j] = p end
+  return t
+end
+
 function write.MOVE(a)
   local kind_from, all_from, kind_to, all_to = KEYS[tonumber(a[1])], KEYS[tonumber(a[2])], KEYS[tonumber(a[3])], KEYS[tonumber(a[4])]
   local to, at, revive, ended, batch_id = a[5], a[6], a[7] == '1', a[8], a[9]
   local finished = to == 'completed' or to == 'failed' or to == 'cancelled'
-  for _, p in ipairs(redis.call('ZRANGE', kind_from, 0, -1)) do
-    local f = split(redis.call('HGET', STATE, p))
-    local old = f[2]
-    if old == 'running' then
-      if ended ~= '' then
-        redis.call('HSET', ATT, p .. '.' .. f[3], '{"batch_id":' .. cjson.encode(batch_id) .. ',"position":' .. p ..
-          ',"attempt":' .. f[3] .. ',"status":"' .. ended .. '","worker":' .. null_or(f[9], true) ..
-          ',"error":null,"queued_at":' .. null_or(f[10]) .. ',"started_at":' .. null_or(f[8]) .. ',"finished_at":' .. at .. '}')
+  local all = redis.call('ZRANGE', kind_from, 0, -1)
+  local batch_json = cjson.encode(batch_id)
+  for first = 1, #all, CHUNK do
+    local ps = {unpack(all, first, math.min(first + CHUNK - 1, #all))}
+    local states = redis.call('HMGET', STATE, unpack(ps))
+    local new_states, attempts, leases, outbox = {}, {}, {}, {}
+    for j, p in ipairs(ps) do
+      local f = split(states[j])
+      local old = f[2]
+      if old == 'running' then
+        if ended ~= '' then
+          attempts[#attempts + 1] = p .. '.' .. f[3]
+          attempts[#attempts + 1] = '{"batch_id":' .. batch_json .. ',"position":' .. p ..
+            ',"attempt":' .. f[3] .. ',"status":"' .. ended .. '","worker":' .. null_or(f[9], true) ..
+            ',"error":null,"queued_at":' .. null_or(f[10]) .. ',"started_at":' .. null_or(f[8]) .. ',"finished_at":' .. at .. '}'
+        end
+        leases[#leases + 1] = p
+      elseif old == 'queued' then
+        outbox[#outbox + 1] = p .. SEP .. f[3] .. SEP .. f[1]
       end
-      redis.call('ZREM', LEASE, p)
-    elseif old == 'queued' then
-      redis.call('ZREM', OUT, p .. SEP .. f[3] .. SEP .. f[1])
+      count(f[1], old, -1)
+      count(f[1], to, 1)
+      f[2], f[5], f[6], f[7], f[8], f[9] = to, '', '', '', '', ''
+      if revive then
+        f[4], f[11] = f[3], ''
+      elseif finished then
+        f[11] = at
+      end
+      new_states[2 * j - 1] = p
+      new_states[2 * j] = join(f)
     end
-    count(f[1], old, -1)
-    count(f[1], to, 1)
-    f[2], f[5], f[6], f[7], f[8], f[9] = to, '', '', '', '', ''
-    if revive then
-      f[4], f[11] = f[3], ''
-      redis.call('HDEL', ERR, p)
-    elseif finished then
-      f[11] = at
-    end
-    redis.call('HSET', STATE, p, join(f))
-    redis.call('ZREM', all_from, p)
-    redis.call('ZADD', kind_to, p, p)
-    redis.call('ZADD', all_to, p, p)
+    redis.call('HSET', STATE, unpack(new_states))
+    call_if('HSET', ATT, attempts)
+    call_if('ZREM', LEASE, leases)
+    call_if('ZREM', OUT, outbox)
+    if revive then redis.call('HDEL', ERR, unpack(ps)) end
+    redis.call('ZREM', all_from, unpack(ps))
+    local members = scores(ps)
+    redis.call('ZADD', kind_to, unpack(members))
+    redis.call('ZADD', all_to, unpack(members))
   end
   redis.call('DEL', kind_from)
 end
 function write.DISPATCH(a)
   local kind_w, all_w, kind_q, all_q = KEYS[tonumber(a[1])], KEYS[tonumber(a[2])], KEYS[tonumber(a[3])], KEYS[tonumber(a[4])]
   local limit, at = tonumber(a[5]), a[6]
-  for _, p in ipairs(redis.call('ZRANGE', kind_w, 0, limit - 1)) do
-    local f = split(redis.call('HGET', STATE, p))
-    f[2], f[3], f[5], f[10] = 'queued', tostring(tonumber(f[3]) + 1), at, at
-    f[6], f[7], f[8], f[9] = '', '', '', ''
-    redis.call('HSET', STATE, p, join(f))
-    redis.call('ZADD', OUT, at, p .. SEP .. f[3] .. SEP .. f[1])
-    count(f[1], 'queued', 1)
-    redis.call('ZREM', kind_w, p)
-    redis.call('ZREM', all_w, p)
-    redis.call('ZADD', kind_q, p, p)
-    redis.call('ZADD', all_q, p, p)
+  local all = redis.call('ZRANGE', kind_w, 0, limit - 1)
+  for first = 1, #all, CHUNK do
+    local ps = {unpack(all, first, math.min(first + CHUNK - 1, #all))}
+    local states = redis.call('HMGET', STATE, unpack(ps))
+    local new_states, outbox = {}, {}
+    for j, p in ipairs(ps) do
+      local f = split(states[j])
+      f[2], f[3], f[5], f[10] = 'queued', tostring(tonumber(f[3]) + 1), at, at
+      f[6], f[7], f[8], f[9] = '', '', '', ''
+      new_states[2 * j - 1] = p
+      new_states[2 * j] = join(f)
+      outbox[2 * j - 1] = at
+      outbox[2 * j] = p .. SEP .. f[3] .. SEP .. f[1]
+      count(f[1], 'queued', 1)
+    end
+    redis.call('HSET', STATE, unpack(new_states))
+    redis.call('ZADD', OUT, unpack(outbox))
+    redis.call('ZREM', kind_w, unpack(ps))
+    redis.call('ZREM', all_w, unpack(ps))
+    local members = scores(ps)
+    redis.call('ZADD', kind_q, unpack(members))
+    redis.call('ZADD', all_q, unpack(members))
   end
 end
 function write.ZRANGE_ADD(a)

@@ -4,6 +4,7 @@ and try again next round. Everything else is a bug and keeps its traceback."""
 from __future__ import annotations
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -12,5 +13,14 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
 )  # fmt: skip
 
 
+# Replies of a Redis that is there but cannot serve this moment: another client's script ran
+# past the busy threshold, it is loading its data, or a cluster is moving a slot or failing over.
+TRANSIENT_REPLIES = ("BUSY", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY")
+
+
 def unreachable(exc: BaseException) -> bool:
-    return isinstance(exc, UNREACHABLE) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    return (
+        isinstance(exc, UNREACHABLE)
+        or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+        or (isinstance(exc, ResponseError) and str(exc).startswith(TRANSIENT_REPLIES))
+    )
