@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
-from typing import Literal
+import json
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from batchq.webhooks import secret_key
 
 
 class QueueConfig(BaseModel):
@@ -45,6 +48,22 @@ class ApiKey(BaseModel):
         return hashlib.sha256(self.key.encode()).hexdigest()  # type: ignore[union-attr]
 
 
+MIN_SECRET_BYTES = 24  # the Standard Webhooks specification: 24 to 64 random bytes
+
+
+def check_webhook_secret(secret: str) -> None:
+    """Refuse secrets the Standard Webhooks libraries cannot use, or that are easy to guess."""
+    if not secret.startswith("whsec_"):
+        raise ValueError("a webhook secret is `whsec_` followed by base64, e.g. the output of "
+                         "python -c 'import base64,os; print(\"whsec_\" + base64.b64encode(os.urandom(32)).decode())'")
+    try:
+        key = secret_key(secret)
+    except ValueError:
+        raise ValueError("a webhook secret is `whsec_` followed by base64; this one is not valid base64") from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise ValueError(f"a webhook secret holds at least {MIN_SECRET_BYTES} random bytes; this one holds {len(key)}")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BATCHQ_", extra="ignore")
 
@@ -55,6 +74,10 @@ class Settings(BaseSettings):
     # SQL connections per API process (PostgreSQL): kept open, and extra under load.
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    # Redis connections of the store per API process: more concurrent operations than this
+    # wait for a free one (a burst is queued, not refused), up to redis_pool_timeout_s.
+    redis_max_connections: int = Field(default=100, ge=1)
+    redis_pool_timeout_s: float = Field(default=10.0, gt=0)
     # Redis keys (store and streams) live under this prefix.
     redis_prefix: str = "batchq"
 
@@ -104,8 +127,13 @@ class Settings(BaseSettings):
     sse_check_s: float = Field(default=1.0, gt=0)
     reaper_interval_s: float = 1.0
 
-    # Webhooks
-    webhook_secret: str = "change-me"
+    # Webhooks, signed the Standard Webhooks way with each secret (`whsec_<base64>`, 24+ bytes):
+    # webhook_secret, then webhook_secrets (rotation: several at once). With none, the store
+    # keeps a secret generated once for the installation (GET /v1/webhook-secret, admin).
+    webhook_secret: str | None = None
+    webhook_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Callbacks may reach public addresses only; true lifts that (local development, tests).
+    allow_private_callbacks: bool = False
     webhook_timeout_s: float = 5.0
     webhook_max_attempts: int = 8
     webhook_backoff_base_s: float = 1.0
@@ -124,6 +152,28 @@ class Settings(BaseSettings):
     tracing: bool = True
     # Undeclared queues named in metric labels (one process); later ones are counted as `_other`.
     metrics_max_queues: int = Field(default=50, ge=0)
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def secret_list(cls, value: object) -> object:
+        """A JSON list, or secrets separated by spaces or commas."""
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else text.replace(",", " ").split()
+        return value
+
+    @field_validator("webhook_secret", "webhook_secrets")
+    @classmethod
+    def standard_secrets(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for secret in [value] if isinstance(value, str) else value or []:
+            check_webhook_secret(secret)
+        return value
+
+    @property
+    def signing_secrets(self) -> list[str]:
+        """The configured webhook secrets, each once, in order (none: use the generated one)."""
+        given = ([self.webhook_secret] if self.webhook_secret else []) + self.webhook_secrets
+        return list(dict.fromkeys(given))
 
     def queue_config(self, name: str) -> QueueConfig | None:
         return self.queues.get(name)

@@ -8,7 +8,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.broker.base import Broker
 from app.clock import Clock
@@ -31,7 +31,11 @@ def build_store(settings: Settings) -> Store:
     if settings.store_kind == "redis":
         from app.store.redis import RedisStore
 
-        return RedisStore(Redis.from_url(settings.database_url, decode_responses=True), settings)
+        pool = BlockingConnectionPool.from_url(
+            settings.database_url, decode_responses=True,
+            max_connections=settings.redis_max_connections, timeout=settings.redis_pool_timeout_s,
+        )  # fmt: skip
+        return RedisStore(Redis(connection_pool=pool), settings)
     from app.store.sql import SqlStore
 
     return SqlStore(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)

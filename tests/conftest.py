@@ -12,6 +12,7 @@ tests use their own database `batchq_test` and a fresh key prefix per test, and 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import time
 import uuid
@@ -96,6 +97,9 @@ def pg_ready():  # noqa: ANN201
     asyncio.run(_drop_pg_database())
 
 
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"batchq-test-webhook-secret-32-by").decode()
+
+
 def make_settings(backend: str, tmp_path, prefix: str, **overrides: Any) -> Settings:
     fast = dict(
         redis_prefix=prefix,
@@ -107,7 +111,9 @@ def make_settings(backend: str, tmp_path, prefix: str, **overrides: Any) -> Sett
         webhook_backoff_base_s=0.05,
         webhook_backoff_max_s=0.2,
         webhook_timeout_s=2.0,
-        webhook_secret="test-secret",
+        webhook_secret=WEBHOOK_SECRET,
+        # The tests' receivers listen on 127.0.0.1; tests of the address rule turn it back on.
+        allow_private_callbacks=True,
     )
     fast.update(overrides)
     if backend == "sqlite":

@@ -24,6 +24,7 @@ FAST = dict(
     BATCHQ_POLL_INTERVAL_S="0.05",
     BATCHQ_RETRY_BACKOFF_BASE_S="0.05",
     BATCHQ_RETRY_BACKOFF_MAX_S="0.2",
+    BATCHQ_ALLOW_PRIVATE_CALLBACKS="true",  # receivers of the tests listen on 127.0.0.1
 )
 
 

@@ -20,9 +20,11 @@ class Delivery:
 
 @dataclass
 class Receiver:
-    """Answers each POST with the next status of `statuses` (then 200), records it."""
+    """Answers each POST with the next status of `statuses` (then 200), records it; a 3xx
+    answer carries `Location: location`."""
 
     statuses: list[int] = field(default_factory=list)
+    location: str = "/elsewhere"
     deliveries: list[Delivery] = field(default_factory=list)
     server: asyncio.base_events.Server | None = None
     port: int = 0
@@ -59,7 +61,8 @@ class Receiver:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 self.deliveries.append(Delivery(path, headers, body))
                 status = self.statuses.pop(0) if self.statuses else 200
-                writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n".encode())
+                extra = f"location: {self.location}\r\n" if 300 <= status < 400 else ""
+                writer.write(f"HTTP/1.1 {status} X\r\n{extra}content-length: 0\r\n\r\n".encode())
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

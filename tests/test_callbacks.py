@@ -7,9 +7,13 @@ import json
 import httpx
 import pytest
 
-from app.dispatch.webhooks import verify
+from batchq.webhooks import WebhookVerificationError, verify
+
 from app.main import create_app
+from conftest import WEBHOOK_SECRET
 from receiver import Receiver
+
+OTHER_SECRET = "whsec_" + "b3RoZXItc2VjcmV0LW9mLXR3ZW50eS1mb3VyIGJ5dGVz"
 
 
 @pytest.fixture
@@ -30,9 +34,10 @@ async def test_on_complete_webhook_is_signed_and_carries_the_summary(api, receiv
     assert body["type"] == "batch.completed" and body["batch_id"] == batch["id"] and body["status"] == "completed"
     assert body["data"]["total"] == 2 and body["data"]["completed"] == 2 and body["id"]
     h = delivery.headers
-    assert h["x-tenant"] == "acme" and h["x-batchq-event-id"] == body["id"]
-    assert verify("test-secret", h["x-batchq-timestamp"], delivery.body, h["x-batchq-signature"])
-    assert not verify("other-secret", h["x-batchq-timestamp"], delivery.body, h["x-batchq-signature"])
+    assert h["x-tenant"] == "acme" and h["webhook-id"] == body["id"] and h["x-batchq-event"] == "batch.completed"
+    assert verify(WEBHOOK_SECRET, h, delivery.body) == body
+    with pytest.raises(WebhookVerificationError):
+        verify(OTHER_SECRET, h, delivery.body)
     hooks = await _wait_hooks(api, batch["id"], lambda w: w[0]["status"] == "delivered")
     assert hooks[0]["attempts"] == 1 and hooks[0]["deliveries"][0]["status_code"] == 200
 
@@ -120,7 +125,7 @@ async def test_event_webhook_carries_its_custom_headers_and_follows_its_filter(a
     assert sorted(d.json["type"] for d in deliveries) == ["batch.failed", "batch.job_failed"]
     for d in deliveries:
         assert d.headers["x-tenant"] == "acme" and d.headers["x-route"] == "events"
-        assert verify("test-secret", d.headers["x-batchq-timestamp"], d.body, d.headers["x-batchq-signature"])
+        assert verify(WEBHOOK_SECRET, d.headers, d.body) == d.json
     assert (await api.batch(batch["id"]))["on_event"]["headers"] == {"X-Tenant": "acme", "X-Route": "events"}
 
 
@@ -158,7 +163,7 @@ async def test_callback_fires_exactly_once_when_last_jobs_finish_concurrently_on
     events_per_batch: dict[str, set[str]] = {}
     for d in receiver.deliveries:
         assert d.json["type"] == "batch.completed"
-        events_per_batch.setdefault(d.json["batch_id"], set()).add(d.headers["x-batchq-event-id"])
+        events_per_batch.setdefault(d.json["batch_id"], set()).add(d.headers["webhook-id"])
     assert {k: len(v) for k, v in events_per_batch.items()} == {b["id"]: 1 for b in batches}
     hooks = [(await api.get(f"/v1/batches/{b['id']}/callbacks")).json()["webhooks"] for b in batches]
     assert [len(h) for h in hooks] == [1] * len(batches)
@@ -171,15 +176,21 @@ async def test_callback_fires_exactly_once_when_last_jobs_finish_concurrently_on
         assert final["completed"] == 2 and final["status"] == "completed"
 
 
-def test_signature_scheme_is_documented_hmac_over_timestamp_and_body():
+def test_signature_scheme_is_standard_webhooks_hmac_over_id_timestamp_and_body():
+    import base64
     import hashlib
     import hmac
 
-    from app.dispatch.webhooks import sign
+    from app.dispatch.webhooks import signed_headers
+    from app.domain.models import Webhook
 
     body = json.dumps({"a": 1}).encode()
-    expected = hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
-    assert sign("s3cret", "1700000000", body) == "v1=" + expected
+    hook = Webhook(id="ev_1", batch_id="b", event_type="batch.completed", url="http://x.test/", headers={}, body={})
+    headers = signed_headers(hook, body, [WEBHOOK_SECRET], 1700000000)
+    key = base64.b64decode(WEBHOOK_SECRET.removeprefix("whsec_"))
+    expected = base64.b64encode(hmac.new(key, b"ev_1.1700000000." + body, hashlib.sha256).digest()).decode()
+    assert headers["webhook-signature"] == "v1," + expected
+    assert headers["webhook-id"] == "ev_1" and headers["webhook-timestamp"] == "1700000000"
 
 
 async def test_a_retried_batch_fires_callbacks_again_at_its_new_end(api, receiver):

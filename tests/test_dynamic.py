@@ -273,3 +273,48 @@ async def test_metrics_count_deliveries_reports_and_expired_leases(api):
     assert 'batchq_reports_total{outcome="completed",result="duplicate"} 1' in text
     assert 'batchq_reports_total{outcome="failed",result="failed"} 1' in text
     assert "batchq_leases_expired_total 1" in text
+
+
+async def test_many_streams_of_one_batch_share_each_read_of_the_store(api):
+    """Streams of one batch woken by the same news read the store once between them, and an
+    idle stream does not read it at all (its keep-alives are not reads)."""
+    import asyncio
+
+    store = api.services.store
+    reads = 0
+    real_events_after = store.events_after
+
+    async def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        nonlocal reads
+        reads += 1
+        return await real_events_after(*args, **kwargs)
+
+    store.events_after = counted
+    batch = await api.create({"jobs": ["A", "B"]})
+    followers = 30
+    seen: list[list[str]] = [[] for _ in range(followers)]
+
+    async def follow(i: int) -> None:
+        async with api.client.stream("GET", f"/v1/batches/{batch['id']}/events") as response:
+            buffer = ""
+            async for chunk in response.aiter_text():
+                buffer += chunk
+                seen[i] = [e["event"] for e in _parse_sse(buffer)]
+                if seen[i] and seen[i][-1] == "completed":
+                    return
+
+    streams = [asyncio.create_task(follow(i)) for i in range(followers)]
+    # (The in-process transport hands a response over when it ends: wait on the hub instead.)
+    hub = api.services.events
+    deadline = asyncio.get_running_loop().time() + 30
+    while (watch := hub._watches.get(batch["id"])) is None or watch.followers < followers:
+        assert asyncio.get_running_loop().time() < deadline, "the streams did not start"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    before = reads
+    for m in await api.claim_until(2):
+        await api.complete(m)
+    await asyncio.wait_for(asyncio.gather(*streams), 30)
+    assert all(s == ["started", "progress", "progress", "completed"] for s in seen), seen
+    # Two reports are at most a few pieces of news, each read once for all 30 streams.
+    assert reads - before <= 6, reads - before

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app.api import replies
 from app.api.body import StrictJsonRoute
+from app.api.callback_fields import vet_urls
 from app.api.deps import Producer, Reader, Svc
 from app.api.schemas import AddJobsIn, BatchIn, ChainIn, RetryJobsIn, callbacks_of
 from app.api.views import attempt_history, batch_summary, batch_view, job_view, webhook_view
@@ -40,6 +41,7 @@ async def _create(body: BatchIn, request: Request, svc: Svc, caller: Producer, k
     problem = body.shape_error()
     if problem:
         raise Invalid(f"{problem[0]}: {problem[1]}", field=problem[0])
+    await vet_urls(body.callback_urls(), svc.settings.allow_private_callbacks)
     count = len(body.jobs if body.jobs is not None else body.items or [])
     if count > svc.settings.max_batch_jobs:
         raise Invalid(f"jobs: a batch holds at most {svc.settings.max_batch_jobs} jobs", field="jobs")

@@ -310,6 +310,11 @@ class ReportOutcomes(BaseModel):
     results: list[ReportOutcome]
 
 
+class WebhookSecrets(BaseModel):
+    secrets: list[str] = Field(description="every delivery carries one `v1,…` signature per secret (whsec_<base64>)")
+    generated: bool = Field(description="true: generated for this installation and kept in its store, none being configured")
+
+
 class Me(BaseModel):
     tenant: str
     scopes: list[str]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from app.api.callback_fields import CallbackHeaders, CallbackUrl
 from app.domain.models import Callback, CallbackJob, Callbacks
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
@@ -69,8 +70,8 @@ JobIn = Annotated[
 
 
 class WebhookIn(Strict):
-    url: AnyHttpUrl
-    headers: dict[str, str] = Field(default_factory=dict)
+    url: CallbackUrl
+    headers: CallbackHeaders = Field(default_factory=dict)
 
     @field_validator("url")
     @classmethod
@@ -88,8 +89,8 @@ class CallbackJobIn(Strict):
 class CallbackIn(Strict):
     """A webhook, a callback job, or both."""
 
-    url: AnyHttpUrl | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    url: CallbackUrl | None = None
+    headers: CallbackHeaders = Field(default_factory=dict)
     job: CallbackJobIn | None = None
 
     @model_validator(mode="after")
@@ -120,6 +121,11 @@ class BatchIn(Strict):
     on_complete: CallbackIn | None = None
     on_failure: CallbackIn | None = None
     on_event: EventHookIn | None = None
+
+    def callback_urls(self) -> dict[str, AnyHttpUrl | None]:
+        """Each callback URL by the field that gave it."""
+        hooks = {"on_complete": self.on_complete, "on_failure": self.on_failure, "on_event": self.on_event}
+        return {f"{name}.url": hook.url for name, hook in hooks.items() if hook is not None}
 
     def shape_error(self) -> tuple[str, str] | None:
         """(field, message) when jobs / job / items do not fit together."""

@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api import replies
-from app.api.deps import AnyCaller, Reader, Svc
+from app.api.replies import errors
+from app.api.deps import Admin, AnyCaller, Reader, Svc
 from app.container import Services
 
 router = APIRouter(tags=["system"])
@@ -24,6 +25,14 @@ async def healthz() -> dict[str, str]:
 async def me(caller: AnyCaller) -> dict[str, Any]:
     queues = sorted(caller.queues) if caller.queues is not None else None
     return {"tenant": caller.tenant, "scopes": sorted(caller.scopes), "queues": queues}
+
+
+@router.get("/v1/webhook-secret", summary="The secrets webhook deliveries are signed with (admin keys only)",
+            response_model=replies.WebhookSecrets, responses=errors(401, 403, 503))  # fmt: skip
+async def webhook_secret(svc: Svc, _: Admin) -> dict[str, Any]:
+    """For receivers to verify deliveries (Standard Webhooks). With no BATCHQ_WEBHOOK_SECRET(S)
+    configured, this installation's generated secret, made once and kept in the store."""
+    return {"secrets": await svc.webhooks.secrets.current(), "generated": svc.webhooks.secrets.generated}
 
 
 @router.get("/readyz", summary="The store and the broker answer", response_model=replies.Ready,

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from app.domain import rules
 from app.domain.models import Attempt, Batch, CompensationSpec, Event, Job, Message, Webhook
 from app.domain.states import AttemptStatus, BatchStatus, Counts, JobKind, JobStatus
-from app.store.capabilities import Idempotency, MessageTable, Outbox, Reconciliation, Retention
+from app.store.capabilities import Idempotency, Installation, MessageTable, Outbox, Reconciliation, Retention
 from app.store.records import BATCH_STATE_FIELDS, batch_row
 
 T = TypeVar("T")
@@ -338,6 +338,7 @@ class Store(ABC):
     retention: Retention | None = None
     reconciliation: Reconciliation | None = None
     idempotency: Idempotency
+    installation: Installation
 
     @abstractmethod
     async def init(self) -> None:

@@ -83,3 +83,13 @@ class Idempotency(ABC):
     @abstractmethod
     async def idem_finish(self, tenant: str, key: str, record: IdempotencyRecord | None) -> None:
         """Store the answer (None: release the key, the request failed)."""
+
+
+class Installation(ABC):
+    """Values made once per installation and shared by every replica (the webhook secret
+    generated when none is configured)."""
+
+    @abstractmethod
+    async def installation_value(self, name: str, make: Callable[[], str]) -> str:
+        """The value stored under `name`; with none yet, `make()` is stored first. The first
+        writer wins, so replicas starting at once all get the same value."""

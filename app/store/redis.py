@@ -45,6 +45,7 @@ from app.store.base import (
     UnitOfWork,
 )
 from app.store.capabilities import Idempotency, IdempotencyRecord, Publish, Queued
+from app.store.redis_installation import RedisInstallation
 from app.store.redis_keys import ALL, INDEX, SEP, Keys, zset_index
 
 log = logging.getLogger(__name__)
@@ -324,6 +325,7 @@ class RedisStore(Store, Idempotency):
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.idempotency = self
         self.outbox = self.reconciliation = self
+        self.installation = RedisInstallation(redis, self.keys, _g)
         self._cursor = 0  # where this process's reconciliation walk of the active batches is
 
     def local_lock(self, batch_id: str) -> asyncio.Lock:

@@ -36,6 +36,7 @@ the reconciler when a crash lost such a write):
   P:hooks            zset "batch id\\nwebhook id" -> next delivery attempt (the sender's work)
   P:qc               hash "tenant\\x1fqueue\\x1fstatus" -> queued / running jobs (gauges)
   P:idem:{T}:{key}   an Idempotency-Key record (JSON, with a TTL)
+  P:installation:{N} a value made once for the installation (the generated webhook secret; no TTL)
 The broker's streams are the broker's (app.broker.redis_streams); the store never names them.
 """
 from __future__ import annotations
@@ -86,3 +87,6 @@ class Keys:
 
     def idempotency(self, tenant: str, key: str) -> str:
         return f"{self.prefix}:idem:{tenant}:{key}"
+
+    def installation(self, name: str) -> str:
+        return f"{self.prefix}:installation:{name}"

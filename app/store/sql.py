@@ -37,6 +37,7 @@ from app.store.base import (
     finished_statuses,
 )
 from app.store.capabilities import Idempotency, IdempotencyRecord, Queued
+from app.store.sql_installation import SqlInstallation
 from app.domain.models import WEBHOOK_FIELDS
 from app.store.records import batch_from, batch_row, job_from, job_row
 
@@ -169,9 +170,13 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> AsyncE
         return engine
     # No pre-ping (it costs a round trip per transaction): a connection found dead is
     # invalidated and the operation runs again on a fresh one.
+    # Custom plans for every statement: a plan cached while a batch's table was small (a
+    # sequential scan) would otherwise outlive its growth until the next ANALYZE, and a
+    # report's lookup of its jobs by primary key went from 0.1 ms to 200 ms at 100,000 jobs.
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800, json_serializer=_dumps
-    )
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800, json_serializer=_dumps,
+        connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
+    )  # fmt: skip
 
 
 class SqlStore(Store, Idempotency):
@@ -188,6 +193,7 @@ class SqlStore(Store, Idempotency):
         self.on_events: Callable[[set[str]], None] | None = None
         self.idempotency = self
         self.outbox = self.message_table = self.retention = self.reconciliation = self
+        self.installation = SqlInstallation(self.engine, self.write_engine)
 
     async def init(self) -> None:
         if self.auto_migrate:

@@ -158,3 +158,13 @@ idempotency = Table(
     Column("expires_at", Float, nullable=False),
     Index("ix_idempotency_expires", "expires_at"),
 )
+
+# Values made once per installation (app.store.capabilities.Installation): the generated
+# webhook secret.
+installation = Table(
+    "installation",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
