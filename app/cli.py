@@ -22,22 +22,46 @@ def command_line() -> list[str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import logging.config
+    import os
+    import shutil
+    import tempfile
+
     import uvicorn
 
     from app.config import get_settings
+    from app.telemetry import logs
+    from app.telemetry.metrics import MULTIPROC_ENV, prepare_dir
 
     settings = get_settings()
-    # The SQL store migrates its schema on start-up (store init), so the embedded default
-    # (SQLite ./batchq.db + SQL queue) needs no separate `batchq migrate`.
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        access_log=args.access_log,
-    )
+    # Several processes keep their metrics in files that /metrics reads together
+    # (prometheus_client's multiprocess mode): a fresh directory for this run, unless given.
+    made = None
+    if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        made = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="batchq-metrics-")
+    if os.environ.get(MULTIPROC_ENV):
+        prepare_dir(os.environ[MULTIPROC_ENV])
+    log_config = logs.uvicorn_config(settings.log_format, args.log_level)
+    logging.config.dictConfig(log_config)
+    logging.captureWarnings(True)  # warnings as log lines too (JSON when the lines are)
+    if os.environ.get(MULTIPROC_ENV):
+        logging.getLogger("batchq.serve").info("metrics of %d processes kept in %s", args.workers, os.environ[MULTIPROC_ENV])
+    try:
+        # The SQL store migrates its schema on start-up (store init), so the embedded default
+        # (SQLite ./batchq.db + SQL queue) needs no separate `batchq migrate`.
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            access_log=args.access_log,
+            log_config=log_config,
+        )
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
     return 0
 
 

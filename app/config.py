@@ -162,6 +162,14 @@ class Settings(BaseSettings):
     # this many seconds after they ended. Unset: keep them for ever.
     sql_retention_s: float | None = None
 
+    # Telemetry (README: Telemetry). Server log lines: "text" (for a terminal) or "json"
+    # (one object a line, with batch_id, job_id, attempt, tenant, request_id where they apply).
+    log_format: Literal["text", "json"] = "text"
+    # OpenTelemetry spans and trace context, when the `otel` extra is installed (false: none).
+    tracing: bool = True
+    # Undeclared queues named in metric labels (one process); later ones are counted as `_other`.
+    metrics_max_queues: int = Field(default=50, ge=0)
+
     @field_validator("webhook_secrets", mode="before")
     @classmethod
     def secret_list(cls, value: object) -> object:

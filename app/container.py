@@ -20,6 +20,8 @@ from app.services.claims import Claims
 from app.services.event_hub import EventHub
 from app.services.orchestrator import Orchestrator
 from app.store.base import Store
+from app.telemetry.metrics import Metrics
+from app.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ class Services:
     webhooks: WebhookSender
     clock: Clock
     events: EventHub
+    metrics: Metrics
+    tracing: Tracing
     tasks: list[asyncio.Task] = field(default_factory=list)
     relay_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -112,11 +116,14 @@ class Services:
         await self.store.close()
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, metrics: Metrics | None = None, tracing: Tracing | None = None) -> Services:
     clock = Clock()
+    metrics = metrics or Metrics(settings)
+    tracing = tracing or Tracing()
     store = build_store(settings)
+    tracing.trace_store(store)
     broker = build_broker(settings, store, clock)
-    orchestrator = Orchestrator(store, settings, clock)
+    orchestrator = Orchestrator(store, settings, clock, metrics, tracing)
     consumer = f"api-{socket.gethostname()}-{os.getpid()}-{id(store):x}"
     services = Services(
         settings=settings,
@@ -124,9 +131,11 @@ def build_services(settings: Settings) -> Services:
         broker=broker,
         orchestrator=orchestrator,
         claims=Claims(broker, orchestrator, consumer),
-        webhooks=WebhookSender(store, settings, clock),
+        webhooks=WebhookSender(store, settings, clock, tracing=tracing),
         clock=clock,
         events=EventHub(store, settings.sse_check_s),
+        metrics=metrics,
+        tracing=tracing,
     )
 
     def on_enqueue(queues: set[str]) -> None:

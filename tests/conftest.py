@@ -307,13 +307,14 @@ def backend(request) -> str:  # noqa: ANN001
     return request.param
 
 
-async def start_api(backend: str, tmp_path, prefix: str | None = None, **overrides: Any):  # noqa: ANN201
-    """Start an app; a given `prefix` shares Redis keys with another app (two replicas)."""
+async def start_api(backend: str, tmp_path, prefix: str | None = None, tracer_provider: Any = None, **overrides: Any):  # noqa: ANN201
+    """Start an app; a given `prefix` shares Redis keys with another app (two replicas); a given
+    OpenTelemetry `tracer_provider` gets its spans."""
     prefix = prefix or f"batchq-test-{uuid.uuid4().hex[:12]}"
     if backend.startswith("pg"):
         await _reset_pg()
     settings = make_settings(backend, tmp_path, prefix, **overrides)
-    app = create_app(settings)
+    app = create_app(settings, tracer_provider=tracer_provider)
     ctx = app.router.lifespan_context(app)
     await ctx.__aenter__()
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://batchq.test", timeout=30)

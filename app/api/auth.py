@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.config import ApiKey, Settings
 from app.domain.errors import Forbidden, Unauthorized
+from app.telemetry.logs import bind
 
 IMPLIED = {"produce": {"produce", "read"}, "read": {"read"}, "work": {"work"}, "admin": {"produce", "read", "work", "admin"}}
 
@@ -82,6 +83,7 @@ def require(scope: str):  # noqa: ANN201
         if scope not in caller.scopes:
             raise Forbidden(f"this key lacks the `{scope}` scope")
         request.state.caller = caller
+        bind(tenant=caller.tenant)  # on the request's log lines
         return caller
 
     check.__name__ = f"require_{scope}"
@@ -91,4 +93,5 @@ def require(scope: str):  # noqa: ANN201
 async def any_key(request: Request, _: HTTPAuthorizationCredentials | None = Security(bearer)) -> Caller:
     caller = authenticate(request)
     request.state.caller = caller
+    bind(tenant=caller.tenant)
     return caller

@@ -19,6 +19,7 @@ from app.domain.errors import Invalid
 from app.domain.states import BatchStatus, BatchType, FailurePolicy, JobKind, JobStatus
 from app.services import idempotency
 from app.services.engine import new_id
+from app.telemetry.tracing import valid_traceparent
 
 router = APIRouter(prefix="/v1", tags=["batches"], route_class=StrictJsonRoute)
 
@@ -57,7 +58,8 @@ async def _create(body: BatchIn, request: Request, svc: Svc, caller: Producer, k
             callbacks=callbacks_of(body),
             defaults={k: v for k, v in (("max_attempts", body.max_attempts), ("timeout_s", body.timeout_s)) if v is not None},
             count=count,
-            traceparent=request.headers.get("traceparent"),
+            # This request's span when tracing, else the caller's trace context as it came.
+            traceparent=svc.tracing.traceparent() or valid_traceparent(request.headers.get("traceparent")),
             batch_id=batch_id,
         )
 

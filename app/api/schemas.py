@@ -187,6 +187,12 @@ Attempt = Annotated[int, Field(ge=1, le=1_000_000, description="the attempt numb
 Lease = Annotated[str, Field(min_length=1, max_length=64, description="the lease the started message carried")]
 
 
+TraceParent = Annotated[
+    str, Field(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+               description="W3C trace context of the worker's span of this attempt (the report joins the batch's trace)")
+]  # fmt: skip
+
+
 class ReportIn(Strict):
     attempt: Attempt
     lease: Lease
@@ -195,11 +201,13 @@ class ReportIn(Strict):
 class CompleteIn(ReportIn):
     result: Any = None
     context: dict[str, Any] | None = None
+    traceparent: TraceParent | None = None
 
 
 class FailIn(ReportIn):
     error: str = Field(min_length=1, max_length=20000)
     retryable: bool = True
+    traceparent: TraceParent | None = None
 
 
 class ReportItemIn(Strict):
@@ -213,6 +221,7 @@ class ReportItemIn(Strict):
     context: dict[str, Any] | None = None
     error: str | None = Field(default=None, min_length=1, max_length=20000)
     retryable: bool = True
+    traceparent: TraceParent | None = None
 
     @model_validator(mode="after")
     def failure_has_error(self) -> "ReportItemIn":

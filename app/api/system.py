@@ -5,7 +5,8 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api import replies
 from app.api.replies import errors
@@ -75,22 +76,10 @@ async def queues(svc: Svc, caller: Reader) -> dict[str, Any]:
 
 
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-async def metrics(svc: Svc) -> str:
-    lines = [
-        "# HELP batchq_queue_depth Messages waiting in a queue.",
-        "# TYPE batchq_queue_depth gauge",
-    ]
-    overview = await queue_overview(svc, None)
-    for q in overview:
-        lines.append(f'batchq_queue_depth{{queue="{q["name"]}"}} {q["depth"]}')
-    lines += ["# HELP batchq_jobs_in_flight Jobs running on a worker.", "# TYPE batchq_jobs_in_flight gauge"]
-    for q in overview:
-        lines.append(f'batchq_jobs_in_flight{{queue="{q["name"]}"}} {q["running"]}')
-    lines += ["# HELP batchq_queue_oldest_age_seconds Age of the oldest waiting message.", "# TYPE batchq_queue_oldest_age_seconds gauge"]
-    for q in overview:
-        lines.append(f'batchq_queue_oldest_age_seconds{{queue="{q["name"]}"}} {q["oldest_age_s"]}')
-    lines += svc.orchestrator.metrics.render()
-    return "\n".join(lines) + "\n"
+async def metrics(svc: Svc) -> Response:
+    """Prometheus' text format: this replica's counts (all its processes) and the queues."""
+    text = svc.metrics.exposition(await queue_overview(svc, None))
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 def serve_docs_to_key_holders(app: FastAPI) -> None:

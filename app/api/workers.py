@@ -79,14 +79,15 @@ async def heartbeat(job_id: str, body: ReportIn, svc: Svc, caller: Worker) -> di
 @router.post("/jobs/{job_id}/complete", summary="Report an attempt done, with result and context update",
              response_model=replies.Reported, responses=replies.WRITE_ERRORS)  # fmt: skip
 async def complete(job_id: str, body: CompleteIn, svc: Svc, caller: Worker) -> dict[str, Any]:
-    report = Report(job_id, body.attempt, body.lease, "completed", body.result, body.context)
+    report = Report(job_id, body.attempt, body.lease, "completed", body.result, body.context, traceparent=body.traceparent)
     return await svc.orchestrator.report(caller.sees, report, caller.queues)
 
 
 @router.post("/jobs/{job_id}/fail", summary="Report an attempt failed", response_model=replies.Reported,
              responses=replies.WRITE_ERRORS)  # fmt: skip
 async def fail(job_id: str, body: FailIn, svc: Svc, caller: Worker) -> dict[str, Any]:
-    report = Report(job_id, body.attempt, body.lease, "failed", error=body.error, retryable=body.retryable)
+    report = Report(job_id, body.attempt, body.lease, "failed", error=body.error, retryable=body.retryable,
+                    traceparent=body.traceparent)  # fmt: skip
     return await svc.orchestrator.report(caller.sees, report, caller.queues)
 
 
@@ -95,7 +96,8 @@ async def fail(job_id: str, body: FailIn, svc: Svc, caller: Worker) -> dict[str,
 async def reports(body: ReportsIn, svc: Svc, caller: Worker) -> JSONResponse:
     """Same rules as complete / fail; a refused report (404/409/403) does not stop the others.
     Lets a busy worker send what finished together in one call."""
-    items = [Report(r.job_id, r.attempt, r.lease, r.outcome, r.result, r.context, r.error, r.retryable) for r in body.reports]
+    items = [Report(r.job_id, r.attempt, r.lease, r.outcome, r.result, r.context, r.error, r.retryable, r.traceparent)
+             for r in body.reports]  # fmt: skip
     outcomes = await svc.orchestrator.report_many(caller.sees, items, caller.queues)
     results = []
     for item, outcome in zip(body.reports, outcomes):

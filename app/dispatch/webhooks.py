@@ -34,6 +34,7 @@ from app.domain.models import Webhook
 from app.domain.rules import backoff_delay
 from app.services.callback_guard import Refused
 from app.store.base import Store
+from app.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 USER_AGENT = "batchq-webhooks/1"
@@ -65,12 +66,16 @@ def signed_headers(webhook: Webhook, body: bytes, secrets: list[str], timestamp:
 
 
 class WebhookSender:
-    def __init__(self, store: Store, settings: Settings, clock: Clock, client: httpx.AsyncClient | None = None):
+    def __init__(
+        self, store: Store, settings: Settings, clock: Clock, client: httpx.AsyncClient | None = None,
+        tracing: Tracing | None = None,
+    ):  # fmt: skip
         self.store = store
         self.clock = clock
         self.settings = settings
         self.secrets = SigningSecrets(settings, store.installation)
         self.client = client or webhook_client(settings)
+        self.tracing = tracing or Tracing()
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -87,25 +92,35 @@ class WebhookSender:
     async def deliver(self, webhook: Webhook, secrets: list[str]) -> None:
         started = time.time()
         record: dict[str, Any] = {"attempt": webhook.attempts + 1, "at": self.clock()}
-        try:
-            body = json.dumps(webhook.body, separators=(",", ":"), sort_keys=True).encode()
-            headers = signed_headers(webhook, body, secrets, int(time.time()))
-            response = await self.client.post(webhook.url, content=body, headers=headers)
-            record["status_code"] = response.status_code
-            ok = 200 <= response.status_code < 300
+        # In the batch's trace (its traceparent came with the headers: app.services.engine).
+        attributes = {"batchq.batch_id": webhook.batch_id, "batchq.event_id": webhook.id, "batchq.attempt": record["attempt"]}
+        parent = next((v for k, v in webhook.headers.items() if k.lower() == "traceparent"), None)
+        with self.tracing.span(f"batchq.webhook {webhook.event_type}", parent, "client", attributes) as span:
+            try:
+                body = json.dumps(webhook.body, separators=(",", ":"), sort_keys=True).encode()
+                headers = signed_headers(webhook, body, secrets, int(time.time()))
+                traceparent = self.tracing.traceparent()  # this delivery's span, a child of the batch's
+                if traceparent:
+                    headers["traceparent"] = traceparent
+                response = await self.client.post(webhook.url, content=body, headers=headers)
+                record["status_code"] = response.status_code
+                span.set_attribute("http.response.status_code", response.status_code)
+                ok = 200 <= response.status_code < 300
+                if not ok:
+                    record["error"] = f"HTTP {response.status_code}" + (
+                        " (redirects are not followed)" if 300 <= response.status_code < 400 else ""
+                    )
+            except Refused as exc:
+                ok = False
+                record["error"] = f"refused: {exc}"
+            except Exception as exc:  # noqa: BLE001 - whatever went wrong, it is this attempt's outcome
+                ok = False
+                record["error"] = f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, NETWORK_ERRORS):
+                    log.warning("webhook %s of batch %s: unexpected error while sending", webhook.id, webhook.batch_id,
+                                exc_info=exc, extra={"batch_id": webhook.batch_id})  # fmt: skip
             if not ok:
-                record["error"] = f"HTTP {response.status_code}" + (
-                    " (redirects are not followed)" if 300 <= response.status_code < 400 else ""
-                )
-        except Refused as exc:
-            ok = False
-            record["error"] = f"refused: {exc}"
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong, it is this attempt's outcome
-            ok = False
-            record["error"] = f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, NETWORK_ERRORS):
-                log.warning("webhook %s of batch %s: unexpected error while sending", webhook.id, webhook.batch_id,
-                            exc_info=exc, extra={"batch_id": webhook.batch_id})  # fmt: skip
+                span.fail(record["error"])
         record["duration_ms"] = round((time.time() - started) * 1000, 1)
         webhook.attempts += 1
         webhook.deliveries = [*webhook.deliveries, record]

@@ -368,9 +368,16 @@ class Step:
                 batch_id=batch.id,
                 event_type=event_type,
                 url=target.url,
-                headers=dict(target.headers),
+                headers=_with_trace(target.headers, batch.traceparent),
                 body=body,
                 next_attempt_at=self.now,
                 created_at=self.now,
             )
         )
+
+
+def _with_trace(headers: dict[str, str], traceparent: str | None) -> dict[str, str]:
+    """A webhook's headers, with the batch's W3C traceparent unless the callback set its own."""
+    if not traceparent or any(k.lower() == "traceparent" for k in headers):
+        return dict(headers)
+    return {"traceparent": traceparent, **headers}

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from app.config import Settings
 from app.domain import rules
@@ -21,8 +22,13 @@ from app.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFoun
 from app.domain.models import Batch, Callbacks, Job, parse_job_id
 from app.domain.states import AttemptStatus, BatchStatus, BatchType, FailurePolicy, JobKind, JobStatus, move_batch, move_job
 from app.services.engine import Step, new_id
-from app.services.metrics import Metrics
-from app.store.base import Store, UnitOfWork
+from app.store.base import Operation, Store, UnitOfWork
+from app.telemetry.logs import bind, bound
+from app.telemetry.metrics import Measures, Metrics
+from app.telemetry.tracing import Tracing
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -37,6 +43,7 @@ class Report:
     context: dict[str, Any] | None = None
     error: str | None = None
     retryable: bool = True
+    traceparent: str | None = None  # the worker's span of this attempt (W3C), if it traces
 
 
 Refusal = tuple[str, int, DomainError]  # job id, attempt, why
@@ -65,14 +72,45 @@ def _by_batch(items: Iterable[Any], job_id_of) -> tuple[dict[str, list[tuple[int
 
 
 class Orchestrator:
-    def __init__(self, store: Store, settings: Settings, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, store: Store, settings: Settings, clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None, tracing: Tracing | None = None,
+    ):  # fmt: skip
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics(settings)
+        self.tracing = tracing or Tracing()
 
     def _step(self, uow: UnitOfWork) -> Step:
         return Step(uow=uow, settings=self.settings, now=self.clock())
+
+    async def _run(
+        self, name: str, batch_id: str | None, op: Operation[T], optimistic: bool = False,
+        measures: Measures | None = None, log_batch_id: str | None = None,
+    ) -> T:  # fmt: skip
+        """store.run(batch_id, op) in a span named `name`, with the batch's log fields, keeping
+        the measures of the try that committed (the end of the batch among them)."""
+        measures = measures or Measures(self.metrics)
+
+        async def tried(uow: UnitOfWork) -> T:
+            measures.start_try()
+            was_finished = uow.batch is not None and uow.batch.finished
+            if uow.batch is not None:
+                bind(tenant=uow.batch.tenant)
+            result = await op(uow)
+            if uow.batch is not None and uow.batch.finished and not was_finished:
+                measures.batch_ended(uow.batch)
+            return result
+
+        attributes = {"batchq.batch_id": batch_id or log_batch_id, "batchq.optimistic": optimistic}
+        with bound(batch_id=batch_id or log_batch_id), self.tracing.child_span(f"store.{name}", attributes):
+            result = await self.store.run(batch_id, tried, optimistic)
+            measures.record()
+            for batch in measures.ended:
+                took = (batch.finished_at or self.clock()) - batch.created_at
+                log.info("batch %s %s after %.3fs", batch.id, batch.status.value, took, extra={"tenant": batch.tenant})
+        return result
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -105,10 +143,12 @@ class Orchestrator:
         traceparent: str | None = None,
         batch_id: str | None = None,
     ) -> Batch:
+        batch_id = batch_id or new_id()
+
         async def op(uow: UnitOfWork) -> Batch:
             now = self.clock()
             batch = Batch(
-                id=batch_id or new_id(),
+                id=batch_id,
                 lease_key=secrets.token_hex(16),
                 type=type_,
                 queue=queue or "default",
@@ -130,8 +170,11 @@ class Orchestrator:
             step.settle()
             return batch
 
-        batch = await self.store.run(None, op)
-        self.metrics.inc("batchq_batches_created_total", type=batch.type.value)
+        with bound(tenant=tenant):
+            batch = await self._run("create_batch", None, op, log_batch_id=batch_id)
+            self.metrics.batches_created.labels(batch.type.value).inc()
+            log.info("batch %s created: %s, %d jobs, queue %s", batch.id, batch.type.value, batch.jobs.total, batch.queue,
+                     extra={"batch_id": batch.id})  # fmt: skip
         return batch
 
     async def add_jobs(
@@ -168,7 +211,7 @@ class Orchestrator:
             step.settle()
             return batch, positions, False
 
-        return await self.store.run(batch_id, op)
+        return await self._run("add_jobs", batch_id, op)
 
     async def cancel(self, tenant: str | None, batch_id: str) -> Batch:
         async def op(uow: UnitOfWork) -> Batch:
@@ -184,7 +227,7 @@ class Orchestrator:
             step.settle()
             return batch
 
-        return await self.store.run(batch_id, op)
+        return await self._run("cancel", batch_id, op)
 
     async def retry(self, tenant: str | None, batch_id: str, job_ids: list[str] | None) -> tuple[Batch, int]:
         """Run failed jobs again (all of them, or the chosen ones) with a fresh attempt budget."""
@@ -221,7 +264,9 @@ class Orchestrator:
             step.settle()
             return batch, retried
 
-        return await self.store.run(batch_id, op)
+        batch, retried = await self._run("retry", batch_id, op)
+        log.info("batch %s: %d failed jobs run again", batch_id, retried)
+        return batch, retried
 
     @staticmethod
     async def _failed_jobs(uow: UnitOfWork, batch: Batch, job_ids: list[str]) -> list[Job]:
@@ -245,7 +290,8 @@ class Orchestrator:
         delivery: str | None = None,
     ) -> dict[str, Any]:
         """A worker takes a delivered attempt: it becomes running under the delivery's lease."""
-        started, refused = await self.start_many(tenant, [(job_id, attempt, delivery)], worker, queues)
+        with bound(job_id=job_id, attempt=attempt):
+            started, refused = await self.start_many(tenant, [(job_id, attempt, delivery)], worker, queues)
         if refused:
             raise refused[0][2]
         return started[0]
@@ -262,6 +308,8 @@ class Orchestrator:
         refused: list[Refusal] = [(j, a, NotFound(f"job {j} not found")) for j, a, _ in unknown]
 
         async def start_in(batch_id: str, items: list[tuple[int, Delivery]]) -> tuple[list[dict], list[Refusal]]:
+            measures = Measures(self.metrics)
+
             async def op(uow: UnitOfWork) -> tuple[list[dict[str, Any]], list[Refusal]]:
                 out: list[dict[str, Any]] = []
                 no: list[Refusal] = []
@@ -285,11 +333,12 @@ class Orchestrator:
                         state = job.status if job.attempts == attempt else f"superseded by attempt {job.attempts}"
                         no.append((job_id, attempt, Conflict(f"attempt {attempt} of job {job_id} is {state}; it cannot start")))
                     else:
+                        measures.queue_wait(job, step.now)
                         step.start(job, rules.lease_for(batch, job, delivery), worker)
                         out.append(rules.build_message(batch, job))
                 return out, no
 
-            return await self.store.run(batch_id, op, optimistic=True)
+            return await self._run("start", batch_id, op, optimistic=True, measures=measures)
 
         results = await asyncio.gather(*(start_in(b, items) for b, items in groups.items()))
         started_by_id = {m["job_id"]: m for started, _ in results for m in started}
@@ -298,7 +347,7 @@ class Orchestrator:
         order = {(j, a): i for i, (j, a, _) in enumerate(deliveries)}
         refused.sort(key=lambda r: order.get((r[0], r[1]), 0))
         started = [started_by_id.pop(j) for j, _, _ in deliveries if j in started_by_id]  # each once, in delivery order
-        self.metrics.inc("batchq_messages_delivered_total", len(started))
+        self.metrics.messages_delivered.inc(len(started))
         return started, refused
 
     async def heartbeat(
@@ -320,7 +369,8 @@ class Orchestrator:
             uow.save_job(job)
             return {"job_id": job_id, "attempt": attempt, "lease_expires_at": rules.rfc3339(job.lease_expires_at)}
 
-        return await self.store.run(key[0], op, optimistic=True)
+        with bound(job_id=job_id, attempt=attempt):
+            return await self._run("heartbeat", key[0], op, optimistic=True)
 
     @staticmethod
     async def _job_of(uow: UnitOfWork, tenant: str | None, position: int, job_id: str) -> Job:
@@ -332,7 +382,8 @@ class Orchestrator:
         return job
 
     async def report(self, tenant: str | None, report: Report, queues: Queues = None) -> dict[str, Any]:
-        (outcome,) = await self.report_many(tenant, [report], queues)
+        with bound(job_id=report.job_id, attempt=report.attempt):
+            (outcome,) = await self.report_many(tenant, [report], queues)
         if isinstance(outcome, DomainError):
             raise outcome
         return outcome
@@ -344,10 +395,13 @@ class Orchestrator:
 
         A refused report (unknown job, stale attempt, wrong lease) does not stop the others.
         """
+        began = time.time_ns()
         groups, unknown = _by_batch(enumerate(reports), lambda ir: ir[1].job_id)
         outcomes: dict[int, dict[str, Any] | DomainError] = {i: NotFound(f"job {r.job_id} not found") for i, r in unknown}
 
         async def apply_in(batch_id: str, items: list[tuple[int, tuple[int, Report]]]) -> dict[int, Any]:
+            measures = Measures(self.metrics)
+
             async def op(uow: UnitOfWork) -> dict[int, Any]:
                 out: dict[int, Any] = {}
                 if uow.batch is None or (tenant is not None and uow.batch.tenant != tenant):
@@ -363,28 +417,29 @@ class Orchestrator:
                         out[i] = _not_your_queue(job)
                         continue
                     try:
-                        out[i] = await self._apply(step, job, report)
+                        out[i] = await self._apply(step, job, report, measures)
                     except Conflict as refused:
                         out[i] = refused
                 return out
 
-            return await self.store.run(batch_id, op, optimistic=True)
+            return await self._run("report", batch_id, op, optimistic=True, measures=measures)
 
         for result in await asyncio.gather(*(apply_in(b, items) for b, items in groups.items())):
             outcomes.update(result)
         ordered = [outcomes[i] for i in range(len(reports))]
         for report, outcome in zip(reports, ordered):
-            if isinstance(outcome, DomainError):
-                self.metrics.inc("batchq_reports_total", outcome=report.outcome, result="refused")
-            else:
-                result = "duplicate" if outcome["duplicate"] else outcome["status"]
-                self.metrics.inc("batchq_reports_total", outcome=report.outcome, result=result)
+            result = "refused" if isinstance(outcome, DomainError) else "duplicate" if outcome["duplicate"] else outcome["status"]
+            self.metrics.reports.labels(report.outcome, result).inc()
+            log.debug("report %s of job %s attempt %s: %s", report.outcome, report.job_id, report.attempt, result,
+                      extra={"batch_id": report.job_id.rpartition(".")[0], "job_id": report.job_id, "attempt": report.attempt})  # fmt: skip
+        self.tracing.reports(reports, ordered, began)
         return ordered
 
-    async def _apply(self, step: Step, job: Job, report: Report) -> dict[str, Any]:
+    async def _apply(self, step: Step, job: Job, report: Report, measures: Measures) -> dict[str, Any]:
         done = JobStatus.COMPLETED if report.outcome == "completed" else JobStatus.FAILED
         if job.attempts == report.attempt and job.status == JobStatus.RUNNING:
             _check_lease(job, report.lease)
+            measures.job_run(job, step.now, report.outcome)
             if report.outcome == "completed":
                 await step.job_completed(job, report.result, report.context)
             else:
@@ -423,29 +478,32 @@ class Orchestrator:
                 again += 1
             return again
 
-        again = await self.store.run(batch_id, op, optimistic=True)
-        self.metrics.inc("batchq_messages_republished_total", again)
+        again = await self._run("republish", batch_id, op, optimistic=True)
+        self.metrics.messages_republished.inc(again)
         return again
 
     async def expire(self, batch_id: str, positions: list[int]) -> int:
         """Running attempts whose lease ran out count as failed attempts (and are retried)."""
 
-        async def op(uow: UnitOfWork) -> int:
+        async def op(uow: UnitOfWork) -> list[tuple[str, int, float]]:
             if uow.batch is None:
-                return 0
+                return []
             step = self._step(uow)
-            expired = 0
+            expired = []
             for job in (await uow.get_jobs(positions)).values():
                 if job.status != JobStatus.RUNNING or job.lease_expires_at is None or job.lease_expires_at >= step.now:
                     continue  # reported, or a heartbeat arrived in the meantime
                 error = f"lease expired after {job.timeout_s:g}s without a report (worker died or hung)"
+                expired.append((job.id, job.attempts, job.timeout_s))
                 await step.attempt_failed(job, error, retryable=True, ended=AttemptStatus.EXPIRED)
-                expired += 1
             return expired
 
-        expired = await self.store.run(batch_id, op, optimistic=True)
-        self.metrics.inc("batchq_leases_expired_total", expired)
-        return expired
+        expired = await self._run("expire", batch_id, op, optimistic=True)
+        self.metrics.leases_expired.inc(len(expired))
+        for job_id, attempt, timeout_s in expired:
+            log.info("job %s: the lease of attempt %s ran out after %gs without a report", job_id, attempt, timeout_s,
+                     extra={"batch_id": batch_id, "job_id": job_id, "attempt": attempt})  # fmt: skip
+        return len(expired)
 
 
 def _not_your_queue(job: Job) -> Forbidden:

@@ -18,6 +18,8 @@ FORMATS = ("text", "json")
 
 
 class JsonFormatter(logging.Formatter):
+    fields: tuple[str, ...] = FIELDS  # written when a record has them (the server adds its own)
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -25,7 +27,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in FIELDS:
+        for key in self.fields:
             value = record.__dict__.get(key)
             if value is not None:
                 line[key] = value

@@ -253,6 +253,7 @@ class ReportItem(TypedDict, total=False):
     context: dict[str, Any]
     error: str
     retryable: bool
+    traceparent: str  # W3C: the worker's span of this attempt (its report joins the batch's trace)
 
 
 class ReportOutcome(TypedDict, total=False):

@@ -6,11 +6,13 @@ A refused heartbeat (409: the lease expired, the batch was cancelled) means some
 owns the job now: the worker stops and reports nothing.
 
 Logs: a job's start and end at INFO (with batch_id, job_id, attempt, job_name, worker,
-outcome and duration_s as structured fields), polls at DEBUG.
+outcome and duration_s as structured fields), polls at DEBUG. Traces: a span per run in the
+batch's trace, when OpenTelemetry is installed (batchq.worker.tracing).
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import json
@@ -34,6 +36,7 @@ from batchq.worker.context import JobContext, JobResult, PermanentError, epoch_s
 from batchq.worker.registry import Handler, Registry, is_async
 from batchq.worker.reporter import Reporter
 from batchq.worker.sources import STREAM_SCHEMES, ClaimSource, Source, StreamSource
+from batchq.worker.tracing import JobSpan, JobTracer
 
 log = logging.getLogger("batchq.worker")
 
@@ -68,6 +71,7 @@ class Worker:
         api_key: str | None = None,
         report_retry_s: float = DEFAULT_REPORT_RETRY_S,
         streams_refresh_s: float = 30.0,
+        tracer_provider: Any = None,
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -87,6 +91,7 @@ class Worker:
         self.streams_refresh_s = streams_refresh_s
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stats = WorkerStats()
+        self.job_tracer = JobTracer(tracer_provider)  # OpenTelemetry's global provider unless given
         self._started = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._fetchers: list[asyncio.Task[None]] = []
@@ -253,13 +258,17 @@ class Worker:
                 "job_name": msg.get("name"), "queue": msg.get("queue"), "worker": self.worker_id, **more}
 
     async def _run(self, msg: Message) -> None:
+        with self.job_tracer.run(msg) as span:
+            await self._attempt(msg, span)
+
+    async def _attempt(self, msg: Message, span: JobSpan) -> None:
         name = msg.get("name")
         handler = self.registry.get(name) if name else None
         if handler is None:
             known = ", ".join(self.registry.names) or "none"
             error = f"UnknownJob: no handler for job {name!r} on worker {self.worker_id} (it knows: {known})"
             log.error("%s", error, extra=self._fields(msg))
-            await self._report(msg, time.monotonic(), failure=(error, False))
+            await self._report(msg, span, time.monotonic(), failure=(error, False))
             return
         log.info("job %s (%s) attempt %s of batch %s started", msg["job_id"], name, msg["attempt"], msg["batch_id"],
                  extra=self._fields(msg, kind=msg.get("kind")))
@@ -278,24 +287,27 @@ class Worker:
                 call.cancel()  # we were cancelled, or the lease was lost
         if lost.is_set() and not call.done():
             self.stats.abandoned += 1
+            span.ended("abandoned", "lease lost")
             log.warning("job %s attempt %s: lease lost; abandoning it", msg["job_id"], msg["attempt"],
                         extra=self._fields(msg, outcome="abandoned", duration_s=_since(began)))
             return
         try:
             value = call.result()
         except PermanentError as exc:
-            await self._report(msg, began, failure=(_describe(exc), False))
+            await self._report(msg, span, began, failure=(_describe(exc), False))
         except asyncio.CancelledError:
             self.stats.abandoned += 1  # lost the lease while finishing, or shutting down
+            span.ended("abandoned", "cancelled")
             log.warning("job %s attempt %s: cancelled", msg["job_id"], msg["attempt"],
                         extra=self._fields(msg, outcome="abandoned", duration_s=_since(began)))
         except Exception as exc:  # noqa: BLE001 - any handler error fails the attempt
-            await self._report(msg, began, failure=(_describe(exc), True))
+            await self._report(msg, span, began, failure=(_describe(exc), True))
         else:
             if lost.is_set():
                 self.stats.abandoned += 1
+                span.ended("abandoned", "lease lost")
                 return
-            await self._report(msg, began, value=value)
+            await self._report(msg, span, began, value=value)
 
     async def _add_jobs(self, batch_id: str, jobs: list[Any], key: str) -> dict[str, Any]:
         return dict(await self.client.add_jobs(batch_id, jobs, idempotency_key=key))
@@ -304,8 +316,10 @@ class Worker:
         params = (args, ctx) if _wants_context(handler) else (args,)
         if is_async(handler):
             return await handler(*params)
-        # Sync handlers run in a thread so they never block heartbeats or other slots.
-        return await self._loop.run_in_executor(self._executor, functools.partial(handler, *params))
+        # Sync handlers run in a thread so they never block heartbeats or other slots; in this
+        # task's context, so that their own spans (and context variables) follow the job's.
+        run = contextvars.copy_context().run
+        return await self._loop.run_in_executor(self._executor, functools.partial(run, handler, *params))
 
     async def _heartbeat(self, msg: Message, lost: asyncio.Event) -> None:
         expires = epoch_seconds(msg.get("lease_expires_at")) or time.time() + 60
@@ -325,7 +339,7 @@ class Worker:
                 log.warning("heartbeat of job %s failed: %s", msg["job_id"], exc, extra=self._fields(msg))
 
     async def _report(
-        self, msg: Message, began: float, value: Any = None, failure: tuple[str, bool] | None = None
+        self, msg: Message, span: JobSpan, began: float, value: Any = None, failure: tuple[str, bool] | None = None
     ) -> None:
         result: Any = None
         context: Any = None
@@ -341,24 +355,30 @@ class Worker:
                 item["context"] = context
         else:
             item["outcome"], item["error"], item["retryable"] = "failed", failure[0][:20000] or "error", failure[1]
+        if span.traceparent:
+            item["traceparent"] = span.traceparent
         took = _since(began)
         try:
             await self.reporter.report(item)
         except BatchqError as exc:
             self.stats.abandoned += 1
+            span.ended("abandoned", str(exc))
             log.warning("report of job %s attempt %s refused: %s", msg["job_id"], msg["attempt"], exc,
                         extra=self._fields(msg, outcome="abandoned", duration_s=took))
             return
         except ApiUnreachable as exc:  # the lease will expire and the job be delivered again
             self.stats.abandoned += 1
+            span.ended("abandoned", str(exc))
             log.error("could not report job %s attempt %s within %.0fs: %s", msg["job_id"], msg["attempt"],
                       self.report_retry_s, exc, extra=self._fields(msg, outcome="abandoned", duration_s=took))
             return
-        except Exception:  # noqa: BLE001 - the lease will expire and the job be delivered again
+        except Exception as exc:  # noqa: BLE001 - the lease will expire and the job be delivered again
             self.stats.abandoned += 1
+            span.ended("abandoned", str(exc))
             log.exception("could not report job %s attempt %s", msg["job_id"], msg["attempt"],
                           extra=self._fields(msg, outcome="abandoned", duration_s=took))
             return
+        span.ended("completed" if failure is None else "failed", None if failure is None else failure[0])
         if failure is None:
             self.stats.completed += 1
             log.info("job %s (%s) attempt %s completed in %.3fs", msg["job_id"], msg.get("name"), msg["attempt"], took,

@@ -1,0 +1,1 @@
+"""What batchq tells operators: Prometheus metrics, OpenTelemetry traces (optional), logs."""
