@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import BACKENDS, PG_DB, REDIS_URL, _drop_redis_prefix
+from conftest import BACKENDS, PG_DB, REDIS_URL, _drop_redis_prefix, cluster_url
 from processes import FAST, free_port, wait_for, wait_healthy
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -128,6 +128,9 @@ async def test_undeclared_queues_beyond_the_limit_share_one_label(api_factory):
 def backend_env(backend: str, tmp_path: Path, prefix: str) -> dict[str, str]:
     if backend == "sqlite":
         return {"BATCHQ_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/batchq.db", "BATCHQ_BROKER_URL": "sql"}
+    if backend == "redis-cluster":
+        return {"BATCHQ_DATABASE_URL": cluster_url(), "BATCHQ_BROKER_URL": cluster_url(), "BATCHQ_REDIS_PREFIX": prefix,
+                "BATCHQ_REDIS_WAIT_REPLICAS": "1"}  # fmt: skip
     pg = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
     return {
         "pg-sql": {"BATCHQ_DATABASE_URL": pg, "BATCHQ_BROKER_URL": "sql"},
@@ -204,8 +207,8 @@ def test_serve_with_two_processes_adds_up_the_counts_of_both(procs, backend, tmp
             assert value(m, "batchq_http_requests_in_progress") == 1  # this scrape, counted once
     finally:
         p.stop_all()
-        if backend in ("pg-redis", "redis"):
-            asyncio.run(_drop_redis_prefix(prefix))
+        if backend in ("pg-redis", "redis", "redis-cluster"):
+            asyncio.run(_drop_redis_prefix(prefix, backend))
 
 
 @pytest.mark.skipif("sqlite" not in BACKENDS, reason="sqlite backend not selected")

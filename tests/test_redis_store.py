@@ -263,3 +263,30 @@ async def test_progress_read_is_constant_in_batch_size(replicas, sent_commands):
         assert r.status_code == 200 and r.json()["total"] == size
         costs[size] = sum(sent_commands.values())
     assert costs[3] == costs[2000] == 1, costs  # one HGETALL
+
+
+async def test_commits_wait_for_replicas_and_a_master_without_one_is_not_waited_for(replicas, sent_commands, caplog):
+    """Commits are followed by WAIT on their connection. Asked for more replicas than a master
+    has (a master whose replica just took over is in that state), the first write waits out
+    the timeout and is accepted with a warning (once per master), and later writes wait only
+    for the replicas the master has: none on the test's Redis, one on the test's cluster."""
+    import logging
+    import time
+
+    caplog.set_level(logging.WARNING, logger="app.store.redis_replicas")
+    api = await replicas(redis_wait_replicas=3, redis_wait_timeout_ms=200)  # more than any master here has
+    started = time.monotonic()
+    batch = await api.create({"jobs": ["A", "B"], "on_complete": {"job": {"name": "Report"}}})
+    assert time.monotonic() - started >= 0.2  # the first commit waited for replicas
+    sent_commands.clear()
+    for msg in await api.claim_until(2):
+        await api.complete(msg)
+    (report,) = await api.claim_until(1)
+    await api.complete(report)
+    assert (await api.batch(batch["id"]))["status"] == "completed"
+    warnings = [r for r in caplog.records if "replicas online" in r.getMessage()]
+    assert 1 <= len(warnings) <= (1 if api.backend == "redis" else 3), caplog.text  # once per master
+    if api.backend == "redis":
+        assert sent_commands["WAIT"] == 0  # no replica at all: nothing to wait for
+    else:
+        assert sent_commands["WAIT"] > 0  # commits wait for the one replica each master has
