@@ -296,3 +296,34 @@ async def test_retry_backoff_delays_the_next_attempt_on_the_server_clock(api_fac
     history = (await api.get(f"/v1/batches/{batch['id']}/jobs/{msg['job_id']}")).json()["attempt_history"]
     assert [h["status"] for h in history] == ["failed", "failed", "failed", "completed"]
     assert (await api.batch(batch["id"]))["status"] == "completed"
+
+
+async def test_a_creation_that_breaks_off_midway_leaves_nothing(api):
+    """Creation is atomic: jobs and messages written in bulk before the request broke off are
+    gone with it (on PostgreSQL the bulk COPY once committed on its own, and a worker started
+    jobs of a batch that did not exist)."""
+    import uuid
+
+    import pytest
+
+    from app.domain.definitions import JobSpec
+    from app.domain.models import Callbacks
+    from app.domain.states import BatchType
+    from app.services.engine import CHUNK
+
+    batch_id = str(uuid.uuid4())
+
+    def specs():  # noqa: ANN202
+        for i in range(CHUNK + 10):  # a first chunk is written before the break
+            yield JobSpec(name="A", args={"i": i})
+        raise RuntimeError("the request broke off")
+
+    with pytest.raises(RuntimeError):
+        await api.services.orchestrator.create_batch(
+            tenant="default", type_=BatchType.PARALLEL, specs=specs(), context={}, queue=None,
+            failure_policy=None, max_concurrency=None, callbacks=Callbacks(), defaults={},
+            count=CHUNK + 20, batch_id=batch_id,
+        )  # fmt: skip
+    assert (await api.get(f"/v1/batches/{batch_id}")).status_code == 404
+    assert await api.services.store.list_jobs(batch_id, None, None, 10, 0) == []
+    assert await api.claim(max=10, wait_s=0.5) == []

@@ -133,12 +133,17 @@ MESSAGE_COLUMNS = ["tenant", "queue", "batch_id", "position", "attempt", "availa
 async def _copy(conn: AsyncConnection, table: str, columns: list[str], rows: list[tuple]) -> None:
     """Many rows at once on the operation's own connection, below SQLAlchemy's per-row work:
     COPY on PostgreSQL, executemany on SQLite. JSON columns come as text."""
-    raw = (await conn.get_raw_connection()).driver_connection
     if conn.dialect.name == "postgresql":
+        # SQLAlchemy's asyncpg adapter sends BEGIN with its first statement, not at begin():
+        # a COPY straight on the driver before any would commit on its own, and a batch's
+        # jobs and messages would be seen (and started) before the batch itself.
+        await conn.exec_driver_sql("SELECT 1")
+        raw = (await conn.get_raw_connection()).driver_connection
         await raw.copy_records_to_table(table, records=rows, columns=columns)
-    else:
-        marks = ", ".join("?" for _ in columns)
-        await raw.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+        return
+    raw = (await conn.get_raw_connection()).driver_connection
+    marks = ", ".join("?" for _ in columns)
+    await raw.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
 
 async def _insert_jobs(conn: AsyncConnection, jobs: list[Job]) -> None:
