@@ -136,7 +136,16 @@ async def _reset_pg() -> None:
         )
         if tables:
             names = ", ".join(f'"{r["tablename"]}"' for r in tables)
-            await conn.execute(f"TRUNCATE {names} RESTART IDENTITY")
+            # Another app of the same test may still be reading (its background loops): the
+            # TRUNCATE's exclusive locks can deadlock with them, and PostgreSQL picks one to fail.
+            for attempt in range(5):
+                try:
+                    await conn.execute(f"TRUNCATE {names} RESTART IDENTITY")
+                    break
+                except asyncpg.DeadlockDetectedError:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.1)
     finally:
         await conn.close()
 
