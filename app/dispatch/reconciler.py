@@ -19,7 +19,8 @@ from collections import defaultdict
 
 from app.broker.base import Broker
 from app.services.orchestrator import Orchestrator
-from app.store.capabilities import Queued, Reconciliation
+from app.domain.models import Message
+from app.store.capabilities import Reconciliation
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class Reconciler:
     async def step(self) -> int:
         now = self.orchestrator.clock()
         candidates = await self.store.stale_queued(now, self.grace_s, self.limit)
-        by_queue: dict[tuple[str, str], list[Queued]] = defaultdict(list)
+        by_queue: dict[tuple[str, str], list[Message]] = defaultdict(list)
         for job in candidates:
             by_queue[(job.tenant, job.queue)].append(job)
         lost: dict[str, list[tuple[int, int]]] = defaultdict(list)

@@ -33,23 +33,12 @@ class MessageTable(Protocol):
     async def message_stats(self, tenant: str | None, now: float) -> dict[str, dict[str, Any]]: ...
 
 
-@dataclass
-class Queued:
-    """A queued job's address and when its message was due."""
-
-    tenant: str
-    queue: str
-    batch_id: str
-    position: int
-    attempt: int
-    available_at: float
-
-
 class Reconciliation(Protocol):
     """The store finds the jobs whose messages a broker may have lost (app.dispatch.reconciler)."""
 
-    async def stale_queued(self, now: float, grace_s: float, limit: int) -> list[Queued]:
-        """Queued jobs whose message was due more than grace_s ago and has left the outbox."""
+    async def stale_queued(self, now: float, grace_s: float, limit: int) -> list[Message]:
+        """Queued jobs whose message (returned as it is owed) was due more than grace_s ago
+        and has left the outbox."""
 
 
 class Retention(Protocol):

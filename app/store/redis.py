@@ -43,7 +43,7 @@ from app.store.base import (
     StoreBusy,
     UnitOfWork,
 )
-from app.store.capabilities import Idempotency, IdempotencyRecord, Publish, Queued
+from app.store.capabilities import Idempotency, IdempotencyRecord, Publish
 from app.store.redis_installation import RedisInstallation
 from app.store.redis_keys import ALL, INDEX, SEP, Keys, zset_index
 from app.store.redis_replicas import Replicas
@@ -653,18 +653,18 @@ class RedisStore(Store, Idempotency):
 
     # ---- reconciliation ---------------------------------------------------------------------
 
-    async def stale_queued(self, now: float, grace_s: float, limit: int) -> list[Queued]:
+    async def stale_queued(self, now: float, grace_s: float, limit: int) -> list[Message]:
         """Walk a slice of the active batches (a cursor per process): repair the shared indexes
         from each batch, settle the finished ones, and return their queued jobs whose message
         was due more than grace_s ago and has left the outbox."""
         ids = await _g(self.redis.zrange(self.keys.active, self._cursor, self._cursor + RECONCILE_BATCHES - 1, withscores=True))
         self._cursor = 0 if len(ids) < RECONCILE_BATCHES else self._cursor + len(ids)
-        found: list[Queued] = []
+        found: list[Message] = []
         for batch_id, score in ids:
             found += await self._reconcile(batch_id, score, now - grace_s, limit)
         return found[:limit]
 
-    async def _reconcile(self, batch_id: str, score: float, before: float, limit: int) -> list[Queued]:
+    async def _reconcile(self, batch_id: str, score: float, before: float, limit: int) -> list[Message]:
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(k.of(batch_id, "batch"))
@@ -697,7 +697,7 @@ class RedisStore(Store, Idempotency):
         stale = []
         for job in await self.read_jobs(batch_id, positions):
             if job.available_at is not None and job.available_at < before:
-                stale.append(Queued(batch.tenant, job.queue, batch_id, job.position, job.attempts, job.available_at))
+                stale.append(Message(batch.tenant, job.queue, batch_id, job.position, job.attempts, job.available_at))
         return stale
 
     async def queue_counts(self, tenant: str | None) -> dict[str, dict[str, int]]:

@@ -36,7 +36,7 @@ from app.store.base import (
     UnitOfWork,
     finished_statuses,
 )
-from app.store.capabilities import Idempotency, IdempotencyRecord, Queued
+from app.store.capabilities import Idempotency, IdempotencyRecord
 from app.store.sql_installation import SqlInstallation
 from app.domain.models import WEBHOOK_FIELDS
 from app.store.records import batch_from, batch_row, job_from, job_row
@@ -368,11 +368,11 @@ class SqlStore(Store, Idempotency):
         async with self.engine.begin() as conn:
             await conn.execute(update(t.webhooks).where(w.id == webhook.id).values({f: getattr(webhook, f) for f in WEBHOOK_FIELDS}))
 
-    async def stale_queued(self, now: float, grace_s: float, limit: int) -> list[Queued]:
+    async def stale_queued(self, now: float, grace_s: float, limit: int) -> list[Message]:
         """Reconciliation: queued jobs older than grace_s with no outbox row (their message has
         left the store: published, or lost with the broker), oldest first."""
         return [
-            Queued(r.tenant, r.queue, r.batch_id, r.position, r.attempts, r.available_at)
+            Message(r.tenant, r.queue, r.batch_id, r.position, r.attempts, r.available_at)
             for r in await self._all(q.stale_queued(now - grace_s, limit))
         ]
 
