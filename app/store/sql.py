@@ -86,12 +86,14 @@ class SqlUnitOfWork(UnitOfWork):
 
     async def _read_batch(self, batch_id: str) -> Batch | None:
         lock = self.postgres and self.mode == Mode.LOCKED
-        row = (await self.conn.execute(q.select_batch(batch_id, lock))).first()
+        # Waiting long for a lock means a LOCKED operation is at work: leave it the batch.
+        timeout = "200ms" if self.postgres and self.mode == Mode.OPTIMISTIC else None
+        row = (await self.conn.execute(*q.select_batch(batch_id, lock, timeout))).first()
         return batch_from(row._mapping) if row is not None else None
 
     async def _read_jobs(self, positions: list[int]) -> list[Job]:
         assert self.batch is not None
-        rows = await self.conn.execute(q.select_jobs(self.batch.id, positions, lock=self.postgres))
+        rows = await self.conn.execute(*q.select_jobs(self.batch.id, positions, self.postgres, self.postgres))
         return [job_from(r._mapping) for r in rows]
 
     async def _read_positions(self, kind: JobKind, statuses: list[JobStatus], limit: int | None) -> list[int]:
@@ -239,9 +241,6 @@ class SqlStore(Store, Idempotency):
     async def _once(self, batch_id: str | None, operation: Operation[T], mode: Mode) -> tuple[bool, Any]:
         try:
             async with self.write_engine.begin() as conn:
-                if self.postgres and mode == Mode.OPTIMISTIC:
-                    # Waiting long for a lock means a LOCKED operation is at work: leave it the batch.
-                    await conn.execute(text("SET LOCAL lock_timeout = '200ms'"))
                 uow = SqlUnitOfWork(conn, mode, self.postgres)
                 if batch_id is not None:
                     await uow.open(batch_id)
@@ -286,32 +285,32 @@ class SqlStore(Store, Idempotency):
         # The batch last: on the optimistic paths this is where its row is locked.
         if cs.commit == Commit.FAST:
             stmt = q.fast_increment(batch.id, cs.counts_delta, cs.fast_guard, batch.updated_at)
-            return (await conn.execute(stmt)).rowcount == 1
+            return (await conn.execute(*stmt)).rowcount == 1
         if cs.commit in (Commit.LOCKED, Commit.VERSIONED):
             expect = cs.read_version if cs.commit == Commit.VERSIONED else None
-            return (await conn.execute(q.update_batch(batch_row(batch), expect))).rowcount == 1
+            return (await conn.execute(*q.update_batch(batch_row(batch), expect))).rowcount == 1
         return True
 
     # ---- reads ------------------------------------------------------------------------------
 
-    async def _all(self, stmt) -> list[Any]:  # noqa: ANN001
+    async def _all(self, stmt, params: dict[str, Any] | None = None) -> list[Any]:  # noqa: ANN001
         """A read, run again on a fresh connection when the first one was found dead."""
         for attempt in range(3):
             try:
                 async with self.engine.connect() as conn:
-                    return list(await conn.execute(stmt))
+                    return list(await conn.execute(stmt, params))
             except DBAPIError as exc:
                 if not _transient(exc) or attempt == 2:
                     raise
                 await asyncio.sleep(0.02 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def _first(self, stmt) -> Any:  # noqa: ANN001
-        rows = await self._all(stmt)
+    async def _first(self, stmt, params: dict[str, Any] | None = None) -> Any:  # noqa: ANN001
+        rows = await self._all(stmt, params)
         return rows[0] if rows else None
 
     async def get_batch(self, batch_id: str) -> Batch | None:
-        row = await self._first(q.select_batch(batch_id, lock=False))
+        row = await self._first(*q.select_batch(batch_id, lock=False))
         return batch_from(row._mapping) if row else None
 
     async def list_batches(
@@ -321,7 +320,7 @@ class SqlStore(Store, Idempotency):
         return [batch_from(r._mapping) for r in await self._all(q.list_batches(tenant, status, queue, kind, limit, anchor))]
 
     async def get_job(self, batch_id: str, position: int) -> Job | None:
-        row = await self._first(q.select_jobs(batch_id, [position], lock=False))
+        row = await self._first(*q.select_jobs(batch_id, [position], False, self.postgres))
         return job_from(row._mapping) if row else None
 
     async def list_jobs(self, batch_id: str, status: str | None, kind: str | None, limit: int, offset: int) -> list[Job]:

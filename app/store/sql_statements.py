@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, literal, or_, select, update
+from sqlalchemy import ARRAY, Integer, and_, any_, bindparam, delete, func, insert, literal, or_, select, update
 
 from app.domain.states import JobKind, JobStatus
 from app.store import sql_schema as t
@@ -16,17 +16,44 @@ from app.store.base import BulkMove, Dispatch
 from app.store.records import BATCH_FIELDS, COUNTER_FIELDS, JOB_MUTABLE
 
 j, b = t.jobs.c, t.batches.c
+Statement = tuple[Any, dict[str, Any]]  # a statement built once, and this call's parameters
+
+# The statements of every start and report are built (and compiled) once and run with bound
+# parameters: building a SQLAlchemy expression per call cost more than running it.
 
 
-def select_batch(batch_id: str, lock: bool):  # noqa: ANN201
-    """The batch; locked (FOR UPDATE) when an operation runs LOCKED."""
-    stmt = select(t.batches).where(b.id == batch_id)
+def select_batch(batch_id: str, lock: bool, lock_timeout: str | None = None) -> Statement:
+    """The batch; locked (FOR UPDATE) when an operation runs LOCKED. With `lock_timeout`, the
+    same statement sets the transaction's lock timeout (set_config(..., true) is SET LOCAL),
+    which saves an optimistic operation a round trip."""
+    params: dict[str, Any] = {"batch_id": batch_id}
+    if lock_timeout is not None:
+        params["lock_timeout"] = lock_timeout
+    return _select_batch(lock, lock_timeout is not None), params
+
+
+@lru_cache(maxsize=None)
+def _select_batch(lock: bool, with_timeout: bool):  # noqa: ANN202
+    columns = [t.batches, func.set_config("lock_timeout", bindparam("lock_timeout"), True)] if with_timeout else [t.batches]
+    stmt = select(*columns).where(b.id == bindparam("batch_id"))
     return stmt.with_for_update() if lock else stmt
 
 
-def select_jobs(batch_id: str, positions: list[int], lock: bool):  # noqa: ANN201
+def select_jobs(batch_id: str, positions: list[int], lock: bool, postgres: bool) -> Statement:
     """Jobs of a batch by position, locked so that what an operation reads stays current."""
-    stmt = select(t.jobs).where(j.batch_id == batch_id, j.position.in_(positions))
+    return _select_jobs(lock, postgres), {"batch_id": batch_id, "positions": positions}
+
+
+@lru_cache(maxsize=None)
+def _select_jobs(lock: bool, postgres: bool):  # noqa: ANN202
+    # One statement text for any number of positions on PostgreSQL (= ANY of an array), so
+    # the driver prepares it once per connection.
+    wanted = (
+        j.position == any_(bindparam("positions", type_=ARRAY(Integer)))
+        if postgres
+        else j.position.in_(bindparam("positions", expanding=True))
+    )
+    stmt = select(t.jobs).where(j.batch_id == bindparam("batch_id"), wanted)
     return stmt.with_for_update() if lock else stmt
 
 
@@ -50,36 +77,55 @@ def update_job_params(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**{n: r[n] for n in JOB_MUTABLE}, "_batch_id": r["batch_id"], "_position": r["position"]} for r in rows]
 
 
-def update_batch(row: dict[str, Any], expect_version: int | None):  # noqa: ANN201
+def update_batch(row: dict[str, Any], expect_version: int | None) -> Statement:
     """Write the whole batch and bump its version; with `expect_version`, only if unchanged (VERSIONED)."""
-    values = {name: row[name] for name in BATCH_FIELDS if name not in ("id", "version")}
-    stmt = update(t.batches).where(b.id == row["id"]).values(**values, version=b.version + 1)
+    params = {f"v_{name}": row[name] for name in _BATCH_WRITTEN}
+    params["_id"] = row["id"]
     if expect_version is not None:
-        stmt = stmt.where(b.version == expect_version)
-    return stmt
+        params["_version"] = expect_version
+    return _update_batch(expect_version is not None), params
 
 
-def fast_increment(batch_id: str, delta: dict[str, int], guard: dict[str, int], now: float):  # noqa: ANN201
+_BATCH_WRITTEN = [name for name in BATCH_FIELDS if name not in ("id", "version")]
+
+
+@lru_cache(maxsize=None)
+def _update_batch(versioned: bool):  # noqa: ANN202
+    values = {name: bindparam(f"v_{name}", type_=t.batches.c[name].type) for name in _BATCH_WRITTEN}
+    stmt = update(t.batches).where(b.id == bindparam("_id")).values(**values, version=b.version + 1)
+    return stmt.where(b.version == bindparam("_version")) if versioned else stmt
+
+
+def fast_increment(batch_id: str, delta: dict[str, int], guard: dict[str, int], now: float) -> Statement:
     """FAST commit: move the counts by `delta` if the change is still quiet on the current counts.
 
     The WHERE clause is rules.quiet on the row's current values (see there): plainly running,
     no failure, no waiting job left without the slot it frees, something still open after it,
     and the same 10% step (an event) before and after. Integer division as in rules.progress_step.
     """
+    names = tuple(sorted(delta))
+    params: dict[str, Any] = {f"d_{name}": delta[name] for name in names}
+    params.update(_id=batch_id, _now=now, d_open=guard["d_open"], d_processed=guard["d_processed"])
+    return _fast_increment(names, guard["d_in_flight"] < 0), params
+
+
+@lru_cache(maxsize=None)
+def _fast_increment(names: tuple[str, ...], frees_a_slot: bool):  # noqa: ANN202
     total = sum((b[f"jobs_{s.value}"] for s in JobStatus), literal(0))
     open_ = b.jobs_waiting + b.jobs_queued + b.jobs_running
     processed = b.jobs_completed + b.jobs_failed + b.jobs_cancelled
-    values = {name: b[name] + n for name, n in delta.items()}
+    values = {name: b[name] + bindparam(f"d_{name}", type_=Integer) for name in names}
+    d_open, d_processed = bindparam("d_open", type_=Integer), bindparam("d_processed", type_=Integer)
     conditions = [
-        b.id == batch_id,
+        b.id == bindparam("_id"),
         b.status == "running",
         b.error.is_(None),
-        open_ + guard["d_open"] > 0,
-        (processed * 10) // total == ((processed + guard["d_processed"]) * 10) // total,
+        open_ + d_open > 0,
+        (processed * 10) // total == ((processed + d_processed) * 10) // total,
     ]
-    if guard["d_in_flight"] < 0:
+    if frees_a_slot:
         conditions.append(b.jobs_waiting == 0)
-    return update(t.batches).where(*conditions).values(**values, version=b.version + 1, updated_at=now)
+    return update(t.batches).where(*conditions).values(**values, version=b.version + 1, updated_at=bindparam("_now"))
 
 
 # ---- set-based moves ------------------------------------------------------------------------
