@@ -77,8 +77,12 @@ def attempt_view(attempt: Attempt) -> dict[str, Any]:
 
 
 def attempt_history(job: Job, ended: list[Attempt]) -> list[dict[str, Any]]:
-    """Every attempt of a job: the ended ones, then the live one while it runs."""
+    """Every attempt of a job: the ended ones, then the live one while it runs, or the one that
+    completed it (the job's record holds both: neither is stored apart)."""
     views = [attempt_view(a) for a in ended]
+    if job.status == JobStatus.COMPLETED:
+        views.append(attempt_view(Attempt(job.batch_id, job.position, job.attempts, AttemptStatus.COMPLETED, job.worker,
+                                          None, job.queued_at, job.started_at, job.finished_at)))  # fmt: skip
     if job.status == JobStatus.RUNNING:
         live = attempt_view(
             Attempt(job.batch_id, job.position, job.attempts, AttemptStatus.RUNNING, job.worker, None, job.queued_at, job.started_at)

@@ -176,7 +176,7 @@ class Job:
 
 @dataclass
 class Attempt:
-    """An attempt that ended (the running one lives on its job)."""
+    """An attempt that ended (the running one, and the one that completed its job, live on the job)."""
 
     batch_id: str
     position: int

@@ -170,8 +170,9 @@ class Step:
         )
 
     async def job_completed(self, job: Job, result: Any, context_update: dict | None) -> None:
+        # No attempt record: a completed attempt is always the job's last (a completed job
+        # never runs again), and the job's own record holds it (app.api.views.attempt_history).
         batch = self.batch
-        self._end_attempt(job, AttemptStatus.COMPLETED)
         move_job(batch, job, JobStatus.COMPLETED)
         job.result = result
         job.finished_at = self.now
