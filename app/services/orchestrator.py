@@ -11,7 +11,7 @@ import logging
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -340,7 +340,7 @@ class Orchestrator:
 
             return await self._run("start", batch_id, op, optimistic=True, measures=measures)
 
-        results = await asyncio.gather(*(start_in(b, items) for b, items in groups.items()))
+        results = await _each(start_in(b, items) for b, items in groups.items())
         started_by_id = {m["job_id"]: m for started, _ in results for m in started}
         for _, no in results:
             refused += no
@@ -424,7 +424,7 @@ class Orchestrator:
 
             return await self._run("report", batch_id, op, optimistic=True, measures=measures)
 
-        for result in await asyncio.gather(*(apply_in(b, items) for b, items in groups.items())):
+        for result in await _each(apply_in(b, items) for b, items in groups.items()):
             outcomes.update(result)
         ordered = [outcomes[i] for i in range(len(reports))]
         for report, outcome in zip(reports, ordered):
@@ -504,6 +504,15 @@ class Orchestrator:
             log.info("job %s: the lease of attempt %s ran out after %gs without a report", job_id, attempt, timeout_s,
                      extra={"batch_id": batch_id, "job_id": job_id, "attempt": attempt})  # fmt: skip
         return len(expired)
+
+
+async def _each(operations: Iterable[Awaitable[T]]) -> list[T]:
+    """The operations on several batches side by side; a lone one (the usual case) is awaited
+    as it is, without the task gather would make for it."""
+    pending = list(operations)
+    if len(pending) == 1:
+        return [await pending[0]]
+    return list(await asyncio.gather(*pending))
 
 
 def _not_your_queue(job: Job) -> Forbidden:

@@ -274,18 +274,15 @@ class Worker:
                  extra=self._fields(msg, kind=msg.get("kind")))
         began = time.monotonic()
         ctx = JobContext.from_message(msg, self._add_jobs, self._loop)
-        lost = asyncio.Event()
-        beat = asyncio.create_task(self._heartbeat(msg, lost))
         call = asyncio.create_task(self._call(handler, msg.get("args") or {}, ctx))
-        watch = asyncio.create_task(lost.wait())
+        beats = _Heartbeats(self, msg, call)
         try:
-            await asyncio.wait({call, watch}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({call})  # unlike `await call`, being cancelled here leaves the job to the finally
         finally:
-            beat.cancel()
-            watch.cancel()
+            beats.stop()
             if not call.done():
-                call.cancel()  # we were cancelled, or the lease was lost
-        if lost.is_set() and not call.done():
+                call.cancel()  # we were cancelled (the worker is stopping)
+        if beats.lost:
             self.stats.abandoned += 1
             span.ended("abandoned", "lease lost")
             log.warning("job %s attempt %s: lease lost; abandoning it", msg["job_id"], msg["attempt"],
@@ -303,10 +300,6 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - any handler error fails the attempt
             await self._report(msg, span, began, failure=(_describe(exc), True))
         else:
-            if lost.is_set():
-                self.stats.abandoned += 1
-                span.ended("abandoned", "lease lost")
-                return
             await self._report(msg, span, began, value=value)
 
     async def _add_jobs(self, batch_id: str, jobs: list[Any], key: str) -> dict[str, Any]:
@@ -321,22 +314,23 @@ class Worker:
         run = contextvars.copy_context().run
         return await self._loop.run_in_executor(self._executor, functools.partial(run, handler, *params))
 
-    async def _heartbeat(self, msg: Message, lost: asyncio.Event) -> None:
+    def _beat_interval(self, msg: Message) -> float:
         expires = epoch_seconds(msg.get("lease_expires_at")) or time.time() + 60
         timeout = msg.get("timeout_s") or max(1.0, expires - time.time())
-        interval = self.heartbeat_interval_s or max(0.05, float(timeout) / 3)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.client.heartbeat(msg["job_id"], msg["attempt"], msg.get("lease"))
-            except BatchqError as exc:
-                if exc.status_code in (404, 409):  # the attempt is no longer ours
-                    log.info("heartbeat of job %s refused (%s)", msg["job_id"], exc, extra=self._fields(msg))
-                    lost.set()
-                    return
-                log.warning("heartbeat of job %s failed: %s", msg["job_id"], exc, extra=self._fields(msg))
-            except Exception as exc:  # noqa: BLE001 - try again next beat; the lease has slack
-                log.warning("heartbeat of job %s failed: %s", msg["job_id"], exc, extra=self._fields(msg))
+        return self.heartbeat_interval_s or max(0.05, float(timeout) / 3)
+
+    async def _heartbeat(self, msg: Message) -> bool:
+        """Extend the lease once: False when the attempt is no longer ours (404 / 409)."""
+        try:
+            await self.client.heartbeat(msg["job_id"], msg["attempt"], msg.get("lease"))
+        except BatchqError as exc:
+            if exc.status_code in (404, 409):
+                log.info("heartbeat of job %s refused (%s)", msg["job_id"], exc, extra=self._fields(msg))
+                return False
+            log.warning("heartbeat of job %s failed: %s", msg["job_id"], exc, extra=self._fields(msg))
+        except Exception as exc:  # noqa: BLE001 - try again next beat; the lease has slack
+            log.warning("heartbeat of job %s failed: %s", msg["job_id"], exc, extra=self._fields(msg))
+        return True
 
     async def _report(
         self, msg: Message, span: JobSpan, began: float, value: Any = None, failure: tuple[str, bool] | None = None
@@ -389,6 +383,36 @@ class Worker:
             log.info("job %s (%s) attempt %s %s in %.3fs: %s", msg["job_id"], msg.get("name"), msg["attempt"], how, took,
                      failure[0][:500], extra=self._fields(msg, outcome="failed" if failure[1] else "failed_permanently",
                                                           duration_s=took, error=failure[0][:500]))
+
+
+class _Heartbeats:
+    """The heartbeats of one running attempt, every interval while its job runs. The first is
+    due one interval after the start: most jobs end sooner, and for them no task is ever made.
+    A refused beat (the attempt is no longer ours) cancels the job and marks the lease lost."""
+
+    def __init__(self, worker: Worker, msg: Message, job: asyncio.Task[Any]):
+        self.worker = worker
+        self.msg = msg
+        self.job = job
+        self.lost = False
+        self.interval = worker._beat_interval(msg)
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(self.interval, self._begin)
+
+    def _begin(self) -> None:
+        if not self.job.done():
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while await self.worker._heartbeat(self.msg):
+            await asyncio.sleep(self.interval)
+        self.lost = True
+        self.job.cancel()
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 def _since(began: float) -> float:
