@@ -1,6 +1,8 @@
 """Compensation, failure policies, cancel and retry (issue 3)."""
 from __future__ import annotations
 
+import pytest
+
 
 async def _events(api, batch_id: str, type_: str | None = None) -> list[dict]:  # noqa: ANN001
     r = await api.get(f"/v1/batches/{batch_id}/events", params={"stream": "false"})
@@ -206,6 +208,35 @@ async def test_retry_all_failed_jobs_brings_a_failed_batch_to_completed(api):
         await api.complete(m)
     final = await api.batch(batch["id"])
     assert (final["status"], final["completed"], final["failed"]) == ("completed", 3, 0)
+
+
+@pytest.mark.parametrize("limit", [None, 1], ids=["all-at-once", "one-at-a-time"])
+async def test_retry_all_gives_failed_and_cancelled_jobs_a_fresh_budget(api, limit):  # noqa: ANN001
+    """Without a concurrency limit the SQL store revives and dispatches in one pass; with one,
+    the revived jobs wait for their slots. Either way: the next attempt number, a fresh
+    attempt budget, no error left, the waiting one dispatched when a slot frees."""
+    spec: dict = {"jobs": [{"name": "A", "max_attempts": 2}, "B"]}
+    if limit:
+        spec["max_concurrency"] = limit
+    batch = await api.create(spec)
+    (a,) = await api.claim_until(1)  # the lowest position first: A
+    assert a["name"] == "A"
+    await api.fail(a, "gone", retryable=False)  # fail-fast: B, not started, is cancelled
+    failed = await api.batch(batch["id"])
+    assert (failed["status"], failed["failed"], failed["cancelled"]) == ("failed", 1, 1), failed
+    r = await api.post(f"/v1/batches/{batch['id']}/retry")
+    assert r.status_code == 200, r.text
+    jobs = {j["name"]: j for j in await api.jobs(batch["id"])}
+    assert jobs["A"]["status"] == "queued" and jobs["A"]["attempts"] == 2 and jobs["A"]["error"] is None, jobs["A"]
+    assert jobs["A"]["finished_at"] is None
+    assert jobs["B"]["status"] == ("waiting" if limit else "queued"), jobs["B"]
+    # A's budget of two attempts starts again: a failure of attempt 2 is tried once more.
+    claimed = {m["name"]: m for m in await api.claim_until(1 if limit else 2)}
+    again = claimed["A"]
+    assert again["attempt"] == 2
+    await api.fail(again, "still gone")
+    detail = (await api.get(f"/v1/batches/{batch['id']}/jobs/{again['job_id']}")).json()
+    assert (detail["status"], detail["attempts"], detail["error"]) == ("queued", 3, "still gone"), detail
 
 
 async def test_retry_chosen_jobs_and_422_naming_bad_ids(api):

@@ -26,7 +26,6 @@ from app.store import sql_statements as q
 from app.store.base import (
     BatchExists,
     NewJobs,
-    BulkMove,
     ChangeSet,
     Commit,
     Mode,
@@ -269,10 +268,9 @@ class SqlStore(Store, Idempotency):
             await _insert_jobs(conn, cs.new_jobs)
         if cs.changed_jobs:
             await conn.execute(q.update_job(), q.update_job_params([job_row(j) for j in cs.changed_jobs]))
-        for op in cs.bulk:
-            stmts = q.bulk_move(batch.id, op) if isinstance(op, BulkMove) else q.dispatch(batch.id, batch.tenant, op)
-            for stmt in stmts:
-                await conn.execute(stmt)
+        waiting_after = {JobKind.JOB: batch.jobs.waiting, JobKind.COMPENSATION: batch.comps.waiting}
+        for stmt in q.set_based(batch.id, batch.tenant, cs.bulk, waiting_after):
+            await conn.execute(stmt)
         if cs.attempts:
             await conn.execute(t.attempts.insert(), [a.__dict__ for a in cs.attempts])
         if cs.messages:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ARRAY, Integer, and_, any_, bindparam, delete, func, insert, literal, or_, select, update
+from sqlalchemy import ARRAY, Integer, and_, any_, bindparam, case, delete, func, insert, literal, or_, select, update
 
 from app.domain.states import JobKind, JobStatus
 from app.store import sql_schema as t
@@ -159,6 +159,59 @@ def bulk_move(batch_id: str, move: BulkMove) -> list[Any]:
         values["finished_at"] = move.now
     stmts.append(update(t.jobs).where(_in_status(batch_id, move.kind, move.frm)).values(**values))
     return stmts
+
+
+def set_based(batch_id: str, tenant: str, ops: list[BulkMove | Dispatch], waiting_after: dict[JobKind, int]) -> list[Any]:
+    """The statements of an operation's set-based moves, in order.
+
+    A retry moves failed (and cancelled) jobs back to waiting, then dispatches the waiting
+    ones. When that dispatch takes every waiting job (`waiting_after` is 0: no concurrency
+    limit held any back), both are one pass over the rows: the revived jobs go straight to
+    queued, which halves what retrying 100,000 jobs rewrites."""
+    stmts: list[Any] = []
+    joined: dict[JobKind, list[JobStatus]] = {}  # statuses revived, to go with their kind's dispatch
+    for i, op in enumerate(ops):
+        if isinstance(op, BulkMove) and waiting_after.get(op.kind) == 0 and _revival_then_dispatch(ops[i:], op.kind):
+            joined.setdefault(op.kind, []).extend(op.frm)
+        elif isinstance(op, Dispatch) and op.kind in joined:
+            stmts += revive_and_dispatch(batch_id, tenant, op, tuple(joined.pop(op.kind)))
+        elif isinstance(op, BulkMove):
+            stmts += bulk_move(batch_id, op)
+        else:
+            stmts += dispatch(batch_id, tenant, op)
+    return stmts
+
+
+def _revival_then_dispatch(ops: list[BulkMove | Dispatch], kind: JobKind) -> bool:
+    """The ops of `kind` are revivals to waiting (of jobs neither running nor queued), then
+    one dispatch, the last op of that kind."""
+    mine = [op for op in ops if op.kind == kind]
+    revivals, last = mine[:-1], mine[-1]
+    return isinstance(last, Dispatch) and all(
+        isinstance(op, BulkMove) and op.revive and op.to == JobStatus.WAITING
+        and not {JobStatus.RUNNING, JobStatus.QUEUED} & set(op.frm)
+        for op in revivals
+    )  # fmt: skip
+
+
+def revive_and_dispatch(batch_id: str, tenant: str, op: Dispatch, revived: tuple[JobStatus, ...]) -> list[Any]:
+    """Every waiting job and every job in `revived` get their next attempt, due now; the revived
+    ones as after a retry by hand (a fresh attempt budget, no error, not finished)."""
+    every = (*revived, JobStatus.WAITING)
+    outbox = insert(t.messages).from_select(
+        ["tenant", "queue", "batch_id", "position", "attempt", "available_at", "deliveries"],
+        select(literal(tenant), j.queue, j.batch_id, j.position, j.attempts + 1, literal(op.now), literal(0))
+        .where(_in_status(batch_id, op.kind, every)),
+    )
+    fresh = j.status.in_([s.value for s in revived])
+    values = {
+        "status": JobStatus.QUEUED.value, "attempts": j.attempts + 1, "queued_at": op.now, "available_at": op.now,
+        "lease": None, "lease_expires_at": None,
+        "attempt_base": case((fresh, j.attempts), else_=j.attempt_base),
+        "error": case((fresh, None), else_=j.error),
+        "finished_at": case((fresh, None), else_=j.finished_at),
+    }  # fmt: skip
+    return [outbox, update(t.jobs).where(_in_status(batch_id, op.kind, every)).values(**values)]
 
 
 def dispatch(batch_id: str, tenant: str, op: Dispatch) -> list[Any]:
