@@ -42,10 +42,12 @@ def test_the_live_server_keeps_its_openapi_contract(procs, tmp_path):
     )
     url = serve(p, tmp_path)
     st = Path(sys.executable).with_name("schemathesis")
+    # The request timeout stays above the longest claim long-poll (wait_s up to 30 s): a claim
+    # generated with the maximum on an empty queue answers after 30 s, as it should.
     run = subprocess.run(
         [str(st), "run", f"{url}/openapi.json", "--checks", CHECKS, "--max-examples", "8", "--seed", "20261127",
          "--generation-deterministic", "--phases", "coverage,fuzzing", "--suppress-health-check", "all",
-         "--request-timeout", "30", "--workers", "1", "--no-color", "--max-failures", "20",
+         "--request-timeout", "60", "--workers", "1", "--no-color", "--max-failures", "20",
          "--header", f"Authorization: Bearer {key}"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
