@@ -27,6 +27,11 @@ class Reporter:
         self._sends: set[asyncio.Task[None]] = set()
         self._pump = asyncio.create_task(self._run(), name="batchq-reporter")
 
+    @property
+    def backlog(self) -> int:
+        """Reports waiting for a call (not yet sent)."""
+        return len(self._queue)
+
     async def report(self, item: ReportItem) -> ReportOutcome:
         """Send one report; returns the API's outcome, raises NotFound / Conflict when it was refused.
 

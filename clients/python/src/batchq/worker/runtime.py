@@ -217,13 +217,14 @@ class Worker:
                 self._slots.release()
             for message in messages:
                 self._last_activity = time.monotonic()
-                task = asyncio.create_task(self._run(message), name=f"job-{message.get('job_id')}")
+                slot = _Slot(self._slots)
+                task = asyncio.create_task(self._run(message, slot), name=f"job-{message.get('job_id')}")
                 self._tasks.add(task)
-                task.add_done_callback(self._job_done)
+                task.add_done_callback(functools.partial(self._job_done, slot))
 
-    def _job_done(self, task: asyncio.Task[None]) -> None:
+    def _job_done(self, slot: _Slot, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._slots.release()
+        slot.free()
         self._last_activity = time.monotonic()
 
     async def _acquire_slot(self) -> bool:
@@ -257,11 +258,11 @@ class Worker:
         return {"batch_id": msg.get("batch_id"), "job_id": msg.get("job_id"), "attempt": msg.get("attempt"),
                 "job_name": msg.get("name"), "queue": msg.get("queue"), "worker": self.worker_id, **more}
 
-    async def _run(self, msg: Message) -> None:
+    async def _run(self, msg: Message, slot: _Slot) -> None:
         with self.job_tracer.run(msg) as span:
-            await self._attempt(msg, span)
+            await self._attempt(msg, span, slot)
 
-    async def _attempt(self, msg: Message, span: JobSpan) -> None:
+    async def _attempt(self, msg: Message, span: JobSpan, slot: _Slot) -> None:
         name = msg.get("name")
         handler = self.registry.get(name) if name else None
         if handler is None:
@@ -282,6 +283,10 @@ class Worker:
             beats.stop()
             if not call.done():
                 call.cancel()  # we were cancelled (the worker is stopping)
+        if self.reporter.backlog < self.reporter.max_batch:
+            # The handler is done: its slot goes to the next message while the report goes out
+            # (with others). Only while reports keep up: a backlog holds the slots until sent.
+            slot.free()
         if beats.lost:
             self.stats.abandoned += 1
             span.ended("abandoned", "lease lost")
@@ -383,6 +388,19 @@ class Worker:
             log.info("job %s (%s) attempt %s %s in %.3fs: %s", msg["job_id"], msg.get("name"), msg["attempt"], how, took,
                      failure[0][:500], extra=self._fields(msg, outcome="failed" if failure[1] else "failed_permanently",
                                                           duration_s=took, error=failure[0][:500]))
+
+
+class _Slot:
+    """One of the worker's `concurrency` slots, held by a job while its handler runs."""
+
+    def __init__(self, slots: asyncio.Semaphore):
+        self._slots = slots
+        self._held = True
+
+    def free(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
 
 
 class _Heartbeats:
