@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from app.config import Settings
 from app.domain import rules
@@ -21,6 +21,7 @@ from app.domain.definitions import JobSpec
 from app.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from app.domain.models import Batch, Callbacks, Job, parse_job_id
 from app.domain.states import AttemptStatus, BatchStatus, BatchType, FailurePolicy, JobKind, JobStatus, move_batch, move_job
+from app.services.coalesce import Coalescer
 from app.services.engine import Step, new_id
 from app.store.base import Operation, Store, UnitOfWork
 from app.telemetry.logs import bind, bound
@@ -49,6 +50,27 @@ class Report:
 Refusal = tuple[str, int, DomainError]  # job id, attempt, why
 Queues = frozenset[str] | None  # the queues a `work` key may work (None: all of its tenant's)
 Delivery = tuple[str, int, str | None]  # job id, attempt, the broker's id of this delivery (if any)
+
+
+class _Start(NamedTuple):
+    """One delivery to start, with what its caller may do."""
+
+    position: int
+    job_id: str
+    attempt: int
+    delivery: str | None
+    tenant: str | None
+    worker: str | None
+    queues: Queues
+
+
+class _Apply(NamedTuple):
+    """One report to apply, with what its caller may do."""
+
+    position: int
+    report: Report
+    tenant: str | None
+    queues: Queues
 
 
 def _owned(batch: Batch | None, tenant: str | None, batch_id: str) -> Batch:
@@ -81,6 +103,9 @@ class Orchestrator:
         self.clock = clock
         self.metrics = metrics or Metrics(settings)
         self.tracing = tracing or Tracing()
+        # Starts and reports of a batch that arrive while others run go together in the next operation.
+        self._starts: Coalescer[_Start, dict[str, Any] | DomainError] = Coalescer(self._start_in)
+        self._reports: Coalescer[_Apply, dict[str, Any] | DomainError] = Coalescer(self._apply_in)
 
     def _step(self, uow: UnitOfWork) -> Step:
         return Step(uow=uow, settings=self.settings, now=self.clock())
@@ -299,56 +324,65 @@ class Orchestrator:
     async def start_many(
         self, tenant: str | None, deliveries: list[Delivery], worker: str | None = None, queues: Queues = None
     ) -> tuple[list[dict[str, Any]], list[Refusal]]:
-        """Start delivered attempts (one operation per batch). Stale, duplicate or cancelled
+        """Start delivered attempts (one operation per batch, shared with the starts other
+        callers make meanwhile: app.services.coalesce). Stale, duplicate or cancelled
         deliveries are refused, never run; the started messages keep the delivery order.
 
         A delivery that started its attempt already (its answer was lost: see rules.lease_for)
         gets the same started message again."""
-        groups, unknown = _by_batch(deliveries, lambda d: d[0])
-        refused: list[Refusal] = [(j, a, NotFound(f"job {j} not found")) for j, a, _ in unknown]
+        groups, unknown = _by_batch(enumerate(deliveries), lambda idx: idx[1][0])
+        outcomes: dict[int, dict[str, Any] | DomainError] = {i: NotFound(f"job {d[0]} not found") for i, d in unknown}
 
-        async def start_in(batch_id: str, items: list[tuple[int, Delivery]]) -> tuple[list[dict], list[Refusal]]:
-            measures = Measures(self.metrics)
+        async def start_in(batch_id: str, items: list[tuple[int, tuple[int, Delivery]]]) -> None:
+            wanted = [_Start(position, *delivery, tenant, worker, queues) for position, (_, delivery) in items]
+            for (_, (i, _)), outcome in zip(items, await self._starts(batch_id, wanted)):
+                outcomes[i] = outcome
 
-            async def op(uow: UnitOfWork) -> tuple[list[dict[str, Any]], list[Refusal]]:
-                out: list[dict[str, Any]] = []
-                no: list[Refusal] = []
-                batch = uow.batch
-                if batch is None or (tenant is not None and batch.tenant != tenant):
-                    return out, [(j, a, NotFound(f"job {j} not found")) for _, (j, a, _) in items]
-                step = self._step(uow)
-                jobs = await uow.get_jobs(p for p, _ in items)
-                for position, (job_id, attempt, delivery) in items:
-                    job = jobs.get(position)
-                    if job is None:
-                        no.append((job_id, attempt, NotFound(f"job {job_id} not found")))
-                    elif queues is not None and job.queue not in queues:
-                        no.append((job_id, attempt, _not_your_queue(job)))
-                    elif (
-                        delivery and job.status == JobStatus.RUNNING and job.attempts == attempt
-                        and job.lease == rules.lease_for(batch, job, delivery)
-                    ):  # fmt: skip
-                        out.append(rules.build_message(batch, job))  # this delivery started it: its answer was lost
-                    elif job.status != JobStatus.QUEUED or job.attempts != attempt:
-                        state = job.status if job.attempts == attempt else f"superseded by attempt {job.attempts}"
-                        no.append((job_id, attempt, Conflict(f"attempt {attempt} of job {job_id} is {state}; it cannot start")))
-                    else:
-                        measures.queue_wait(job, step.now)
-                        step.start(job, rules.lease_for(batch, job, delivery), worker)
-                        out.append(rules.build_message(batch, job))
-                return out, no
-
-            return await self._run("start", batch_id, op, optimistic=True, measures=measures)
-
-        results = await _each(start_in(b, items) for b, items in groups.items())
-        started_by_id = {m["job_id"]: m for started, _ in results for m in started}
-        for _, no in results:
-            refused += no
-        order = {(j, a): i for i, (j, a, _) in enumerate(deliveries)}
-        refused.sort(key=lambda r: order.get((r[0], r[1]), 0))
-        started = [started_by_id.pop(j) for j, _, _ in deliveries if j in started_by_id]  # each once, in delivery order
+        await _each(start_in(b, items) for b, items in groups.items())
+        started: list[dict[str, Any]] = []
+        refused: list[Refusal] = []
+        seen: set[str] = set()
+        for i, (job_id, attempt, _) in enumerate(deliveries):
+            outcome = outcomes[i]
+            if isinstance(outcome, DomainError):
+                refused.append((job_id, attempt, outcome))
+            elif job_id not in seen:  # each job once (a delivery repeated in one call), in delivery order
+                seen.add(job_id)
+                started.append(outcome)
         self.metrics.messages_delivered.inc(len(started))
         return started, refused
+
+    async def _start_in(self, batch_id: str, items: list[_Start]) -> list[dict[str, Any] | DomainError]:
+        """One operation starting `items` of one batch: for each, its started message or why not."""
+        measures = Measures(self.metrics)
+
+        async def op(uow: UnitOfWork) -> list[dict[str, Any] | DomainError]:
+            out: list[dict[str, Any] | DomainError] = []
+            batch = uow.batch
+            step = self._step(uow) if batch is not None else None
+            jobs = await uow.get_jobs(item.position for item in items) if batch is not None else {}
+            for item in items:
+                job = jobs.get(item.position)
+                if batch is None or job is None or (item.tenant is not None and batch.tenant != item.tenant):
+                    out.append(NotFound(f"job {item.job_id} not found"))
+                elif item.queues is not None and job.queue not in item.queues:
+                    out.append(_not_your_queue(job))
+                elif (
+                    item.delivery and job.status == JobStatus.RUNNING and job.attempts == item.attempt
+                    and job.lease == rules.lease_for(batch, job, item.delivery)
+                ):  # fmt: skip
+                    out.append(rules.build_message(batch, job))  # this delivery started it: its answer was lost
+                elif job.status != JobStatus.QUEUED or job.attempts != item.attempt:
+                    state = job.status if job.attempts == item.attempt else f"superseded by attempt {job.attempts}"
+                    out.append(Conflict(f"attempt {item.attempt} of job {item.job_id} is {state}; it cannot start"))
+                else:
+                    assert step is not None
+                    measures.queue_wait(job, step.now)
+                    step.start(job, rules.lease_for(batch, job, item.delivery), item.worker)
+                    out.append(rules.build_message(batch, job))
+            return out
+
+        return await self._run("start", batch_id, op, optimistic=True, measures=measures)
 
     async def heartbeat(
         self, tenant: str | None, job_id: str, attempt: int, lease: str, queues: Queues = None
@@ -399,33 +433,12 @@ class Orchestrator:
         groups, unknown = _by_batch(enumerate(reports), lambda ir: ir[1].job_id)
         outcomes: dict[int, dict[str, Any] | DomainError] = {i: NotFound(f"job {r.job_id} not found") for i, r in unknown}
 
-        async def apply_in(batch_id: str, items: list[tuple[int, tuple[int, Report]]]) -> dict[int, Any]:
-            measures = Measures(self.metrics)
+        async def apply_in(batch_id: str, items: list[tuple[int, tuple[int, Report]]]) -> None:
+            wanted = [_Apply(position, report, tenant, queues) for position, (_, report) in items]
+            for (_, (i, _)), outcome in zip(items, await self._reports(batch_id, wanted)):
+                outcomes[i] = outcome
 
-            async def op(uow: UnitOfWork) -> dict[int, Any]:
-                out: dict[int, Any] = {}
-                if uow.batch is None or (tenant is not None and uow.batch.tenant != tenant):
-                    return {i: NotFound(f"job {r.job_id} not found") for _, (i, r) in items}
-                step = self._step(uow)
-                jobs = await uow.get_jobs(p for p, _ in items)
-                for position, (i, report) in items:
-                    job = jobs.get(position)
-                    if job is None:
-                        out[i] = NotFound(f"job {report.job_id} not found")
-                        continue
-                    if queues is not None and job.queue not in queues:
-                        out[i] = _not_your_queue(job)
-                        continue
-                    try:
-                        out[i] = await self._apply(step, job, report, measures)
-                    except Conflict as refused:
-                        out[i] = refused
-                return out
-
-            return await self._run("report", batch_id, op, optimistic=True, measures=measures)
-
-        for result in await _each(apply_in(b, items) for b, items in groups.items()):
-            outcomes.update(result)
+        await _each(apply_in(b, items) for b, items in groups.items())
         ordered = [outcomes[i] for i in range(len(reports))]
         for report, outcome in zip(reports, ordered):
             result = "refused" if isinstance(outcome, DomainError) else "duplicate" if outcome["duplicate"] else outcome["status"]
@@ -434,6 +447,33 @@ class Orchestrator:
                       extra={"batch_id": report.job_id.rpartition(".")[0], "job_id": report.job_id, "attempt": report.attempt})  # fmt: skip
         self.tracing.reports(reports, ordered, began)
         return ordered
+
+    async def _apply_in(self, batch_id: str, items: list[_Apply]) -> list[dict[str, Any] | DomainError]:
+        """One operation applying `items` of one batch: for each, its outcome or why it was refused.
+
+        A refused report (unknown job, stale attempt, wrong lease) does not stop the others."""
+        measures = Measures(self.metrics)
+
+        async def op(uow: UnitOfWork) -> list[dict[str, Any] | DomainError]:
+            out: list[dict[str, Any] | DomainError] = []
+            batch = uow.batch
+            step = self._step(uow) if batch is not None else None
+            jobs = await uow.get_jobs(item.position for item in items) if batch is not None else {}
+            for item in items:
+                job = jobs.get(item.position)
+                if batch is None or job is None or (item.tenant is not None and batch.tenant != item.tenant):
+                    out.append(NotFound(f"job {item.report.job_id} not found"))
+                elif item.queues is not None and job.queue not in item.queues:
+                    out.append(_not_your_queue(job))
+                else:
+                    assert step is not None
+                    try:
+                        out.append(await self._apply(step, job, item.report, measures))
+                    except Conflict as refused:
+                        out.append(refused)
+            return out
+
+        return await self._run("report", batch_id, op, optimistic=True, measures=measures)
 
     async def _apply(self, step: Step, job: Job, report: Report, measures: Measures) -> dict[str, Any]:
         done = JobStatus.COMPLETED if report.outcome == "completed" else JobStatus.FAILED

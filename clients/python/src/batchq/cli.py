@@ -78,6 +78,9 @@ def add_worker(sub: Any) -> None:
     worker.add_argument("registry", help="module:attribute of a batchq Registry, e.g. myapp.jobs:registry")
     worker.add_argument("--queue", action="append", help="a queue to serve (repeat for several; default: default)")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default: 1)")
+    worker.add_argument("--prefetch", type=int, default=None,
+                        help="messages started ahead of a free slot (default: as many as --concurrency; "
+                             "0 for long jobs spread over many workers)")  # fmt: skip
     worker.add_argument(
         "--broker-url", default=env("BATCHQ_WORKER_BROKER_URL"),
         help="redis://… (or redis+cluster://host:port,… for a Redis Cluster) to read the Redis streams "
@@ -115,6 +118,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             registry,
             queues=args.queue or ["default"],
             concurrency=args.concurrency,
+            prefetch=args.prefetch,
             broker_url=args.broker_url,
             poll_wait_s=args.poll_wait,
             api_key=api_key(args),

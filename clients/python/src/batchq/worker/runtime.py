@@ -54,6 +54,12 @@ class Worker:
     `api_url` may name several API URLs (a list, or "a,b"): requests go to one and move on to
     the next when it cannot be reached or answers 502/503/504. Reports and starts are retried
     with backoff for `report_retry_s`, so an API restart does not lose finished work.
+
+    `concurrency` handlers run at once. `prefetch` more messages (default: as many) are
+    fetched and started ahead, so that a slot that frees finds its next job waiting rather
+    than waiting a round trip to the broker and the API for it; their leases are kept alive
+    meanwhile. For long jobs spread over many workers, prefetch 0 keeps a worker from holding
+    jobs that an idle worker could run.
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class Worker:
         registry: Registry,
         queues: Sequence[str] = ("default",),
         concurrency: int = 1,
+        prefetch: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         broker_url: str | None = None,
         poll_wait_s: float = 5.0,
@@ -75,12 +82,15 @@ class Worker:
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if prefetch is not None and prefetch < 0:
+            raise ValueError("prefetch must be 0 or more")
         if not queues:
             raise ValueError("give at least one queue")
         self.api_urls = parse_urls(api_url)
         self.registry = registry
         self.queues = list(dict.fromkeys(queues))
         self.concurrency = concurrency
+        self.prefetch = concurrency if prefetch is None else prefetch
         self.transport = transport
         self.broker_url = broker_url
         self.poll_wait_s = poll_wait_s
@@ -105,7 +115,8 @@ class Worker:
             return
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self._slots = asyncio.Semaphore(self.concurrency)
+        self._slots = asyncio.Semaphore(self.concurrency)  # handlers running
+        self._held = asyncio.Semaphore(self.concurrency + self.prefetch)  # messages started and not yet run
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchq-job")
         self.client = AsyncClient(
             self.api_urls,
@@ -113,7 +124,7 @@ class Worker:
             transport=self.transport,
             timeout_s=self.poll_wait_s + 30,
             report_retry_s=self.report_retry_s,
-            max_connections=self.concurrency + len(self.queues) + 4,
+            max_connections=self.concurrency + self.prefetch + len(self.queues) + 4,
         )
         self.reporter = Reporter(self.client)
         self.source: Source
@@ -192,14 +203,14 @@ class Worker:
     async def _fetch_loop(self, queue: str) -> None:
         # Each queue's fetcher takes at most its share of the slots, so a long-poll on an
         # empty queue never holds every slot while another queue has work.
-        share = max(1, min(100, self.concurrency // len(self.queues)))
+        share = max(1, min(100, (self.concurrency + self.prefetch) // len(self.queues)))
         delay = 0.5
         while not self._stopping.is_set():
-            if not await self._acquire_slot():
+            if not await self._acquire_held():
                 return
             taken = 1
-            while taken < share and not self._slots.locked():
-                await self._slots.acquire()
+            while taken < share and not self._held.locked():
+                await self._held.acquire()
                 taken += 1
             try:
                 log.debug("polling %s for up to %d messages", queue, taken, extra={"queue": queue, "worker": self.worker_id})
@@ -214,10 +225,10 @@ class Worker:
                 await self._sleep_unless_stopping(delay)
                 delay = min(delay * 2, 5.0)
             for _ in range(max(0, taken - len(messages))):
-                self._slots.release()
+                self._held.release()
             for message in messages:
                 self._last_activity = time.monotonic()
-                slot = _Slot(self._slots)
+                slot = _Slot(self._held)
                 task = asyncio.create_task(self._run(message, slot), name=f"job-{message.get('job_id')}")
                 self._tasks.add(task)
                 task.add_done_callback(functools.partial(self._job_done, slot))
@@ -227,9 +238,9 @@ class Worker:
         slot.free()
         self._last_activity = time.monotonic()
 
-    async def _acquire_slot(self) -> bool:
-        """Wait for a free slot; False when the worker is stopping instead."""
-        acquire = asyncio.ensure_future(self._slots.acquire())
+    async def _acquire_held(self) -> bool:
+        """Wait until the worker may hold one more message; False when it is stopping instead."""
+        acquire = asyncio.ensure_future(self._held.acquire())
         stopping = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -240,7 +251,7 @@ class Worker:
         except asyncio.CancelledError:
             return False
         if self._stopping.is_set():
-            self._slots.release()
+            self._held.release()
             return False
         return True
 
@@ -271,27 +282,33 @@ class Worker:
             log.error("%s", error, extra=self._fields(msg))
             await self._report(msg, span, time.monotonic(), failure=(error, False))
             return
-        log.info("job %s (%s) attempt %s of batch %s started", msg["job_id"], name, msg["attempt"], msg["batch_id"],
-                 extra=self._fields(msg, kind=msg.get("kind")))
-        began = time.monotonic()
-        ctx = JobContext.from_message(msg, self._add_jobs, self._loop)
-        call = asyncio.create_task(self._call(handler, msg.get("args") or {}, ctx))
-        beats = _Heartbeats(self, msg, call)
+        beats = _Heartbeats(self, msg)  # from the start: a prefetched message keeps its lease while it waits
         try:
-            await asyncio.wait({call})  # unlike `await call`, being cancelled here leaves the job to the finally
+            async with self._slots:
+                if beats.lost:  # while it waited
+                    call = None
+                else:
+                    log.info("job %s (%s) attempt %s of batch %s started", msg["job_id"], name, msg["attempt"],
+                             msg["batch_id"], extra=self._fields(msg, kind=msg.get("kind")))
+                    began = time.monotonic()
+                    ctx = JobContext.from_message(msg, self._add_jobs, self._loop)
+                    call = beats.job = asyncio.create_task(self._call(handler, msg.get("args") or {}, ctx))
+                    try:
+                        await asyncio.wait({call})  # unlike `await call`, being cancelled here leaves the job to the finally
+                    finally:
+                        if not call.done():
+                            call.cancel()  # we were cancelled (the worker is stopping)
         finally:
             beats.stop()
-            if not call.done():
-                call.cancel()  # we were cancelled (the worker is stopping)
         if self.reporter.backlog < self.reporter.max_batch:
-            # The handler is done: its slot goes to the next message while the report goes out
-            # (with others). Only while reports keep up: a backlog holds the slots until sent.
+            # The handler is done: the worker may take another message while the report goes
+            # out (with others). Only while reports keep up: a backlog holds its place until sent.
             slot.free()
-        if beats.lost:
+        if beats.lost or call is None:
             self.stats.abandoned += 1
             span.ended("abandoned", "lease lost")
             log.warning("job %s attempt %s: lease lost; abandoning it", msg["job_id"], msg["attempt"],
-                        extra=self._fields(msg, outcome="abandoned", duration_s=_since(began)))
+                        extra=self._fields(msg, outcome="abandoned"))
             return
         try:
             value = call.result()
@@ -391,7 +408,7 @@ class Worker:
 
 
 class _Slot:
-    """One of the worker's `concurrency` slots, held by a job while its handler runs."""
+    """One of the messages a worker may hold (started, waiting for a run slot or running)."""
 
     def __init__(self, slots: asyncio.Semaphore):
         self._slots = slots
@@ -404,28 +421,29 @@ class _Slot:
 
 
 class _Heartbeats:
-    """The heartbeats of one running attempt, every interval while its job runs. The first is
-    due one interval after the start: most jobs end sooner, and for them no task is ever made.
-    A refused beat (the attempt is no longer ours) cancels the job and marks the lease lost."""
+    """The heartbeats of one started attempt, every interval until its job has run. The first
+    is due one interval after the start: most jobs end sooner, and for them no task is ever
+    made. A refused beat (the attempt is no longer ours) cancels the job and marks the lease lost."""
 
-    def __init__(self, worker: Worker, msg: Message, job: asyncio.Task[Any]):
+    def __init__(self, worker: Worker, msg: Message):
         self.worker = worker
         self.msg = msg
-        self.job = job
+        self.job: asyncio.Task[Any] | None = None  # the handler's run, once it has a slot
         self.lost = False
         self.interval = worker._beat_interval(msg)
         self._task: asyncio.Task[None] | None = None
         self._timer = asyncio.get_running_loop().call_later(self.interval, self._begin)
 
     def _begin(self) -> None:
-        if not self.job.done():
+        if self.job is None or not self.job.done():
             self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         while await self.worker._heartbeat(self.msg):
             await asyncio.sleep(self.interval)
         self.lost = True
-        self.job.cancel()
+        if self.job is not None:
+            self.job.cancel()
 
     def stop(self) -> None:
         self._timer.cancel()
