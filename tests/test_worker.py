@@ -155,6 +155,42 @@ async def test_heartbeats_keep_a_long_job_alive_past_its_timeout(api):
     assert worker.stats.abandoned == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # the worker's own logic: one store will do
+@pytest.mark.parametrize("prefetch", [0, 1])
+async def test_prefetched_messages_wait_for_a_slot_with_their_leases_kept(api, prefetch):  # noqa: ANN001
+    reg = Registry()
+    running_now, most, release = [0], [0], asyncio.Event()
+
+    @reg.job("Hold")
+    async def hold(args, ctx):  # noqa: ANN001, ANN202
+        running_now[0] += 1
+        most[0] = max(most[0], running_now[0])
+        if args["first"]:
+            await release.wait()
+        running_now[0] -= 1
+
+    # A 3 s lease (heartbeats every 1 s); the second job waits 4.5 s for the first one's slot.
+    batch = await api.create({"jobs": [{"name": "Hold", "args": {"first": i == 0}, "timeout_s": 3} for i in range(2)]})
+    async with running(make_worker(api, reg, concurrency=1, prefetch=prefetch)) as worker:
+        second = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            jobs = {j["position"]: j for j in await api.jobs(batch["id"])}
+            first, second = jobs[0], jobs[1]
+            if running_now[0] == 1 and (second["status"] == "running" or not prefetch):
+                break
+            await asyncio.sleep(0.05)
+        assert running_now[0] == 1 and first["status"] == "running", jobs
+        # Prefetched: started (its lease taken), but its handler waits for the one slot.
+        assert second["status"] == ("running" if prefetch else "queued"), second
+        await asyncio.sleep(4.5)  # past the second one's lease, had nothing kept it
+        release.set()
+        done = await api.wait_status(batch["id"], *FINISHED)
+    assert done["status"] == "completed" and most[0] == 1, (done, most)
+    assert [j["attempts"] for j in await api.jobs(batch["id"])] == [1, 1]
+    assert worker.stats.completed == 2 and worker.stats.abandoned == 0
+
+
 async def test_refused_heartbeat_makes_the_worker_abandon_the_job(api):
     reg = Registry()
     started, cancelled = asyncio.Event(), asyncio.Event()
