@@ -158,10 +158,8 @@ class Emitter:
             self.call("ZREM", key, *chunk)
 
     def args(self) -> list[str]:
-        out = [self.now]
-        for cmd in self.checks + self.writes:
-            out += [cmd[0], str(len(cmd) - 1), *cmd[1:]]
-        return out
+        """The script's ARGV: the commit time, and every command as one JSON argument."""
+        return [self.now, codec.dumps([[str(part) for part in cmd] for cmd in self.checks + self.writes])]
 
     # ---- one method per kind of record -------------------------------------------------------
 

@@ -3,7 +3,9 @@
 Commit (COMMIT): one script applies one operation's change set to one batch, atomically.
 KEYS are the batch's keys in redis_keys.BATCH_KEYS order (so a cluster routes it to the
 batch's slot; no key is built at run time). ARGV[1] is the commit time (Unix seconds, as
-Python's repr); then come commands, each `NAME, ARGC, ARG…`:
+Python's repr); ARGV[2] the commands, a JSON array of arrays of strings `[NAME, ARG…]` (one
+argument, not hundreds: redis-py packs each argument in Python, which cost more than the
+script's work):
 
   checks (all come first; the first that fails ends the script, nothing written):
     NEW                         the batch must not exist yet
@@ -210,17 +212,15 @@ function write.TTL(args)
 end
 function write.UNLOCK() redis.call('HDEL', B, 'lk', 'lkx') end
 
-local i = 2
-while i <= #ARGV do
-  local name, argc = ARGV[i], tonumber(ARGV[i + 1])
-  local args = {unpack(ARGV, i + 2, i + 1 + argc)}
+for _, command in ipairs(cjson.decode(ARGV[2])) do
+  local name = command[1]
+  local args = {unpack(command, 2)}
   if check[name] then
     local failed = check[name](unpack(args))
     if failed then return {0, failed} end
   else
     write[name](args)
   end
-  i = i + 2 + argc
 end
 local out = {1}
 for k, d in pairs(moved) do
