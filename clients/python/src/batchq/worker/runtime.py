@@ -337,9 +337,13 @@ class Worker:
         return await self._loop.run_in_executor(self._executor, functools.partial(run, handler, *params))
 
     def _beat_interval(self, msg: Message) -> float:
-        expires = epoch_seconds(msg.get("lease_expires_at")) or time.time() + 60
-        timeout = msg.get("timeout_s") or max(1.0, expires - time.time())
-        return self.heartbeat_interval_s or max(0.05, float(timeout) / 3)
+        if self.heartbeat_interval_s:
+            return self.heartbeat_interval_s
+        timeout = msg.get("timeout_s")
+        if not timeout:  # (an older server's message): from the lease's expiry
+            expires = epoch_seconds(msg.get("lease_expires_at")) or time.time() + 60
+            timeout = max(1.0, expires - time.time())
+        return max(0.05, float(timeout) / 3)
 
     async def _heartbeat(self, msg: Message) -> bool:
         """Extend the lease once: False when the attempt is no longer ours (404 / 409)."""
