@@ -76,12 +76,8 @@ EQUIVALENT: dict[str, str] = {
     # engine.py
     "engine.py:Step.__post_init__: constant `0` -> `1`":
         "a Step is only ever made with its batch loaded or just created (uow.batch is never None there)",
-    "engine.py:Step.add_jobs: compare `len(chunk) >= 1000` -> `len(chunk) > 1000`":
-        "the chunk size only decides how many new jobs are handed to the unit of work at once",
-    "engine.py:Step.add_jobs: constant `1000` -> `1001`": "the chunk size, as above",
-    "engine.py:Step.add_jobs: negate if `if len(chunk) >= 1000: await self.uow.add_jobs(chunk) chunk = []` -> "
-    "`if not len(chunk) >= 1000: await self.uow.add_jobs(chunk) chunk = []`":
-        "hands each new job over alone (chunks of one): the same jobs reach the unit of work once each",
+    "engine.py:<module>: constant `5000` -> `5001`":
+        "the chunk size only decides how many new jobs are written at a time, not which or where",
     "engine.py:Step.job_failed: constant `False` -> `True`":
         "start_compensations([job], …) of a parallel batch gets one original: sequential or not, that one is dispatched",
     "engine.py:Step.next_compensation: enum `BatchStatus.CANCELLED` -> `BatchStatus.RUNNING`":
@@ -90,6 +86,13 @@ EQUIVALENT: dict[str, str] = {
     "engine.py:Step.next_compensation: boolean `batch.type != BatchType.CHAIN or batch.status == BatchStatus.CANCELLED` -> "
     "`batch.type != BatchType.CHAIN and batch.status == BatchStatus.CANCELLED`":
         "a parallel batch dispatches all its compensations at once (none waits), so going on finds nothing to start",
+    # orchestrator.py
+    "orchestrator.py:Orchestrator.heartbeat.op: boolean `job.status != JobStatus.RUNNING or job.attempts != attempt` -> "
+    "`job.status != JobStatus.RUNNING and job.attempts != attempt`":
+        "what it lets through has another attempt's lease or none (a lease is cleared when its attempt ends), so "
+        "_check_lease refuses it with the same 409",
+    "orchestrator.py:Orchestrator._apply: compare `0 < report.attempt < job.attempts` -> `0 <= report.attempt < job.attempts`":
+        "attempt 0 never reaches here: the API refuses an attempt below 1 (422) and the SDK sends the message's own",
 }
 
 

@@ -551,7 +551,8 @@ async def test_reports_of_stale_attempts_and_wrong_leases_are_refused_repeats_ar
     with pytest.raises(Conflict):
         await core.complete({**a, "attempt": 7})
     await core.fail(a, "once")
-    assert (await core.fail(a, "once"))["duplicate"] is True  # the failed attempt, repeated
+    repeated = await core.fail(a, "once")  # the failed attempt, repeated, after its retry was dispatched
+    assert (repeated["duplicate"], repeated["job_id"], repeated["attempts"]) == (True, a["job_id"], 2), repeated
     (a2,) = await core.claim()
     with pytest.raises(Conflict, match="failed"):
         await core.complete(a)  # attempt 1 failed: its late completion is refused
@@ -571,3 +572,14 @@ async def test_a_delivery_starts_once():
         await core.orc.start(None, msg.payload()["job_id"], 1)
     job = core.jobs(b.id)[0]
     assert (job.status, job.started_at, job.lease_expires_at) == (JS.RUNNING, core.clock.now, core.clock.now + 60.0)
+
+
+async def test_jobs_made_in_several_chunks_take_consecutive_positions():
+    from app.services.engine import CHUNK
+
+    core = Core()
+    n = CHUNK + 3
+    b = await core.create([JobSpec(name=f"J{i}") for i in range(n)])
+    assert [(j.position, j.name) for j in core.jobs(b.id)] == [(i, f"J{i}") for i in range(n)]
+    assert core.batch(b.id).next_position == n
+    consistent(core, b.id)

@@ -5,6 +5,7 @@ import pytest
 
 from app.domain.models import Batch, Failure
 from app.domain.rules import (
+    lease_for,
     backoff_delay,
     concurrency_limit,
     dispatch_slots,
@@ -241,3 +242,14 @@ def test_rfc3339():
     assert rfc3339(None) is None
     assert rfc3339(0) == "1970-01-01T00:00:00Z"
     assert rfc3339(1.5) == "1970-01-01T00:00:01.500000Z"
+
+
+def test_a_lease_is_32_hex_digits_the_same_for_the_same_delivery():
+    from app.domain.models import Job
+
+    batch = Batch(id="b", type=BatchType.PARALLEL, queue="default", lease_key="k" * 32)
+    job = Job(batch_id="b", position=3, name="A", queue="default", attempts=2)
+    lease = lease_for(batch, job, "stream/1-0")
+    assert len(lease) == 32 and int(lease, 16) >= 0
+    assert lease_for(batch, job, "stream/1-0") == lease != lease_for(batch, job, "stream/2-0")
+    assert len(lease_for(batch, job, None)) == 32
