@@ -135,12 +135,19 @@ async def test_a_start_whose_answer_was_lost_is_handed_out_again_by_its_delivery
     await api.create({"jobs": ["A"]})
     (queued,) = [j for j in await api.jobs((await api.get("/v1/batches")).json()["batches"][0]["id"])]
     item = {"job_id": queued["id"], "attempt": 1, "delivery": "default/1700000000000-0"}
-    first = (await api.post("/v1/starts", {"attempts": [item]})).json()
-    again = (await api.post("/v1/starts", {"attempts": [item]})).json()
+    first = (await api.post("/v1/starts", {"attempts": [item], "worker": "w-1"})).json()
+    again = (await api.post("/v1/starts", {"attempts": [item], "worker": "w-1"})).json()
     assert first["messages"] and again["messages"] and not again["refused"]
     assert again["messages"][0]["lease"] == first["messages"][0]["lease"]
     other = (await api.post("/v1/starts", {"attempts": [{**item, "delivery": "default/1700000000001-0"}]})).json()
     assert other["messages"] == [] and other["refused"][0]["status_code"] == 409  # a duplicate message is refused
+    # The same entry read again by another worker (its consumer group made anew) is refused while
+    # the first one may still run it; once the entry could have been taken over, it is handed out.
+    copy = (await api.post("/v1/starts", {"attempts": [item], "worker": "w-2"})).json()
+    assert copy["messages"] == [] and copy["refused"][0]["status_code"] == 409, copy
+    api.advance(api.settings.claim_timeout_s + 1)
+    taken_over = (await api.post("/v1/starts", {"attempts": [item], "worker": "w-2"})).json()
+    assert taken_over["messages"][0]["lease"] == first["messages"][0]["lease"], taken_over
     await api.complete(first["messages"][0])
 
 

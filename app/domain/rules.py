@@ -100,6 +100,19 @@ def lease_for(batch: Batch, job: Job, delivery: str | None) -> str:
     return hmac.new(batch.lease_key.encode(), text, hashlib.sha256).hexdigest()[:32]
 
 
+def start_again(job: Job, worker: str | None, now: float, claim_timeout_s: float) -> bool:
+    """May a delivery that started its (still running) attempt already start it again?
+
+    Only the worker that started it (its answer was lost: it asks again), or anyone once the
+    start is older than the broker's claim timeout (the entry stayed unacked that long: its
+    first reader died, and the entry was taken over). A copy of the entry read again before
+    that (a consumer group made anew from the start of its stream) is refused: the worker
+    that got the first answer runs it, and a second one would run it too.
+    """
+    same_worker = worker is not None and job.worker == worker
+    return same_worker or (job.started_at is not None and now - job.started_at >= claim_timeout_s)
+
+
 def backoff_delay(failed_attempts: int, base: float, cap: float) -> float:
     """Exponential backoff before the next attempt: base, 2·base, 4·base … capped."""
     if base <= 0 or failed_attempts <= 0:

@@ -371,7 +371,12 @@ class Orchestrator:
                     item.delivery and job.status == JobStatus.RUNNING and job.attempts == item.attempt
                     and job.lease == rules.lease_for(batch, job, item.delivery)
                 ):  # fmt: skip
-                    out.append(rules.build_message(batch, job))  # this delivery started it: its answer was lost
+                    assert step is not None
+                    if rules.start_again(job, item.worker, step.now, self.settings.claim_timeout_s):
+                        out.append(rules.build_message(batch, job))  # this delivery started it: its answer was lost
+                    else:
+                        out.append(Conflict(f"attempt {item.attempt} of job {item.job_id} was started through this "
+                                            "delivery by another worker; it runs there"))  # fmt: skip
                 elif job.status != JobStatus.QUEUED or job.attempts != item.attempt:
                     state = job.status if job.attempts == item.attempt else f"superseded by attempt {job.attempts}"
                     out.append(Conflict(f"attempt {item.attempt} of job {item.job_id} is {state}; it cannot start"))

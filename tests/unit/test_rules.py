@@ -5,6 +5,7 @@ import pytest
 
 from app.domain.models import Batch, Failure
 from app.domain.rules import (
+    start_again,
     lease_for,
     backoff_delay,
     concurrency_limit,
@@ -253,3 +254,13 @@ def test_a_lease_is_32_hex_digits_the_same_for_the_same_delivery():
     assert len(lease) == 32 and int(lease, 16) >= 0
     assert lease_for(batch, job, "stream/1-0") == lease != lease_for(batch, job, "stream/2-0")
     assert len(lease_for(batch, job, None)) == 32
+
+
+def test_a_started_delivery_starts_again_for_its_own_worker_or_once_it_could_be_taken_over():
+    from app.domain.models import Job
+
+    job = Job(batch_id="b", position=0, name="A", queue="default", attempts=1, worker="w-1", started_at=100.0)
+    assert start_again(job, "w-1", 100.5, 30)  # its answer was lost: the same worker asks again
+    assert not start_again(job, "w-2", 129.9, 30)  # a copy read by another worker while it may still run
+    assert start_again(job, "w-2", 130.0, 30)  # unacked for the claim timeout: taken over
+    assert not start_again(job, None, 100.5, 30)  # no name: only once it could have been taken over

@@ -104,6 +104,7 @@ class Worker:
         self.job_tracer = JobTracer(tracer_provider)  # OpenTelemetry's global provider unless given
         self._started = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._holding: set[tuple[str, int]] = set()  # (job id, attempt) of the messages it holds
         self._fetchers: list[asyncio.Task[None]] = []
         self._last_activity = time.monotonic()
         self._stop_requested: asyncio.Event | None = None
@@ -229,12 +230,18 @@ class Worker:
             for message in messages:
                 self._last_activity = time.monotonic()
                 slot = _Slot(self._held)
+                attempt = (message["job_id"], message["attempt"])
+                if attempt in self._holding:  # handed out again (its entry read twice): it runs here already
+                    slot.free()
+                    continue
+                self._holding.add(attempt)
                 task = asyncio.create_task(self._run(message, slot), name=f"job-{message.get('job_id')}")
                 self._tasks.add(task)
-                task.add_done_callback(functools.partial(self._job_done, slot))
+                task.add_done_callback(functools.partial(self._job_done, slot, attempt))
 
-    def _job_done(self, slot: _Slot, task: asyncio.Task[None]) -> None:
+    def _job_done(self, slot: _Slot, attempt: tuple[str, int], task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._holding.discard(attempt)
         slot.free()
         self._last_activity = time.monotonic()
 
