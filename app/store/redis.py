@@ -120,15 +120,10 @@ class RedisUnitOfWork(UnitOfWork):
         of a commit that never comes expire (or are written over by the next add)."""
         assert self.batch is not None
         fixed, state = codec.new_job_records(self.batch.id, new)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for chunk in _chunks(fixed, CHUNK):
-                pipe.hset(self._key("jobs"), mapping=dict(chunk))
-            for chunk in _chunks(state, CHUNK):
-                pipe.hset(self._key("state"), mapping=dict(chunk))
-            if self._read is None:  # a batch being created: nothing of it is visible yet
-                for name in ("jobs", "state"):
-                    pipe.expire(self._key(name), SPILL_TTL_S)
-            await _g(pipe.execute())
+        # A batch being created is not visible yet: its records expire unless its commit comes.
+        ttl = [SPILL_TTL_S] if self._read is None else []
+        for name, records in (("jobs", fixed), ("state", state)):
+            await _g(self.store.hset_json_script(keys=[self._key(name)], args=[codec.dumps(dict(records)), *ttl]))
 
 
 class Emitter:
@@ -321,6 +316,7 @@ class RedisStore(Store, Idempotency):
         self.unlock_script = redis.register_script(lua.UNLOCK)
         self.settle_script = redis.register_script(lua.SETTLE_INDEX)
         self.claim_hooks_script = redis.register_script(lua.CLAIM_HOOKS)
+        self.hset_json_script = redis.register_script(lua.HSET_JSON)
         self.conflicts = 0  # optimistic commits that had to run again LOCKED (tests and metrics)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.idempotency = self

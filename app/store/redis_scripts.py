@@ -264,3 +264,18 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[3], m) end
 return due
 """
+
+# Set many fields of one hash from one JSON object: KEYS[1] hash; ARGV[1] {"field": "value", …};
+# ARGV[2], if given, a TTL for the hash in seconds. (One argument for thousands of fields:
+# redis-py packs each argument in Python.)
+HSET_JSON = r"""
+local fields = {}
+for k, v in pairs(cjson.decode(ARGV[1])) do
+  fields[#fields + 1] = k
+  fields[#fields + 1] = v
+  if #fields >= 1000 then redis.call('HSET', KEYS[1], unpack(fields)); fields = {} end
+end
+if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+if ARGV[2] then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
