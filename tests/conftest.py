@@ -193,6 +193,9 @@ def make_settings(backend: str, tmp_path, prefix: str, **overrides: Any) -> Sett
         webhook_secret=WEBHOOK_SECRET,
         # The tests' receivers listen on 127.0.0.1; tests of the address rule turn it back on.
         allow_private_callbacks=True,
+        # Redis store: whole-batch moves of more than a few jobs go in several scripts, so every
+        # behaviour test of cancel, retry, fail-fast and adds runs them that way.
+        redis_move_budget=4,
     )
     fast.update(overrides)
     if backend == "sqlite":

@@ -290,3 +290,32 @@ async def test_commits_wait_for_replicas_and_a_master_without_one_is_not_waited_
         assert sent_commands["WAIT"] == 0  # no replica at all: nothing to wait for
     else:
         assert sent_commands["WAIT"] > 0  # commits wait for the one replica each master has
+
+
+async def test_moves_left_waiting_by_a_process_that_died_are_finished_by_the_next_operation(replicas, raw_redis):
+    """A whole-batch move runs a few jobs per script (redis_move_budget), the rest waiting in the
+    batch's `pend` field under its lock. If the process dies in between, the next operation on
+    the batch, once the lock has run out, finishes the moves before its own work: counts and
+    job statuses agree again, and no operation commits on top of half-moved jobs."""
+    dies, lives = await replicas(redis_move_budget=4), await replicas(redis_move_budget=4)
+
+    async def died(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        return None  # the process is gone before its next script
+
+    batch = await dies.create({"jobs": ["A"] * 20})
+    a, b = await dies.claim_until(2)
+    dies.services.store._finish_moves = died
+    await dies.fail(a, "bad", retryable=False)  # fail-fast: 18 jobs to cancel, 4 of them now
+    key = dies.services.store.keys.of(batch["id"], "batch")
+    assert await raw_redis.hexists(key, "pend")
+    statuses = Counter(j["status"] for j in await lives.jobs(batch["id"]))
+    assert statuses["cancelled"] < 18  # half-moved: what a reader may see meanwhile
+    await raw_redis.hset(key, "lkx", 0)  # the dead process's lock runs out
+
+    await lives.complete(b)  # a report cannot commit quietly over waiting moves: it finishes them first
+    assert not await raw_redis.hexists(key, "pend") and not await raw_redis.hexists(key, "lk")
+    final = await lives.batch(batch["id"])
+    assert (final["status"], final["failed"], final["completed"], final["cancelled"]) == ("failed", 1, 1, 18), final
+    statuses = Counter(j["status"] for j in await lives.jobs(batch["id"]))
+    assert statuses == {"failed": 1, "completed": 1, "cancelled": 18}, statuses
+    assert await lives.claim(max=20, wait_s=0.3) == []  # no message of a cancelled job is handed out

@@ -138,6 +138,10 @@ class Emitter:
         self.writes: list[list[str]] = []
         self.moved: dict[str, int] = defaultdict(int)
 
+    def count_moved(self, reply: list[Any]) -> None:
+        for field, delta in zip(reply[1::2], reply[2::2]):
+            self.moved[field] += int(delta)
+
     def check(self, name: str, *args: Any) -> None:
         self.checks.append([name, *map(str, args)])
 
@@ -152,9 +156,11 @@ class Emitter:
         for chunk in _chunks(members, CHUNK):
             self.call("ZREM", key, *chunk)
 
-    def args(self) -> list[str]:
-        """The script's ARGV: the commit time, and every command as one JSON argument."""
-        return [self.now, codec.dumps([[str(part) for part in cmd] for cmd in self.checks + self.writes])]
+    def args(self, budget: int, token: str) -> list[str]:
+        """The script's ARGV (redis_scripts.COMMIT): the commit time, every command as one JSON
+        argument, the jobs one script may edit, and the lock any rest waits under."""
+        commands = codec.dumps([[str(part) for part in cmd] for cmd in self.checks + self.writes])
+        return [self.now, commands, str(budget), token, str(LOCK_TTL_MS)]
 
     # ---- one method per kind of record -------------------------------------------------------
 
@@ -366,6 +372,15 @@ class RedisStore(Store, Idempotency):
         for _ in range(8):
             token = secrets.token_hex(8)
             raw = await self._lock(batch_id, token)
+            if raw is not None and "pend" in raw:
+                # An operation that died (or lost its lock) left moves waiting: finish them first.
+                moved: dict[str, int] = defaultdict(int)
+                await self._finish_moves(batch_id, token, moved)
+                await _g(self.unlock_script(keys=[self.keys.of(batch_id, "batch")], args=[token]))
+                batch = codec.decode_batch(raw)
+                if batch is not None:
+                    await self._moves_finished(batch, moved)
+                continue
             uow = RedisUnitOfWork(self, Mode.LOCKED, token)
             try:
                 if raw is not None:
@@ -407,14 +422,34 @@ class RedisStore(Store, Idempotency):
         emit.records()
         emit.batch()
         emit.lifetime(int(self.settings.finished_ttl_s))
-        reply = await _g(self.send_commit(self.keys.batch_keys(cs.batch.id), emit.args()))
-        if int(reply[0]) != 1:
+        # A new batch's commit runs whole: nobody can wait for a batch that does not exist yet.
+        budget = 0 if cs.commit == Commit.NEW else self.settings.redis_move_budget
+        token = uow.token or secrets.token_hex(8)
+        keys = self.keys.batch_keys(cs.batch.id)
+        reply = await _g(self.send_commit(keys, emit.args(budget, token)))
+        if int(reply[0]) == 0:
             log.debug("commit on batch %s refused: %s", cs.batch.id, reply[1])
             return False
-        for field, delta in zip(reply[1::2], reply[2::2]):
-            emit.moved[field] += int(delta)
+        emit.count_moved(reply)
+        if int(reply[0]) == 2:  # committed; the rest of its moves follow, a budget at a time
+            await self._finish_moves(cs.batch.id, token, emit.moved)
         await self._after_commit(cs, uow, emit.moved)
         return True
+
+    async def _finish_moves(self, batch_id: str, token: str, moved: dict[str, int]) -> None:
+        """Run the moves a commit left waiting (the batch's `pend`) to their end, under `token`."""
+        args = ["", "", str(self.settings.redis_move_budget), token, str(LOCK_TTL_MS)]
+        keys = self.keys.batch_keys(batch_id)
+        while True:
+            args[0] = repr(time.time())
+            reply = await _g(self.send_commit(keys, args))
+            if int(reply[0]) == 0:  # our lock ran out and another operation took the batch: it finishes them
+                log.warning("batch %s: another operation finishes the moves left waiting (%s)", batch_id, reply[1])
+                return
+            for field, delta in zip(reply[1::2], reply[2::2]):
+                moved[field] += int(delta)
+            if int(reply[0]) == 1:
+                return
 
     async def _durable(self, key: str, *command: Any) -> Any:
         """One command on a key nothing could rebuild: with replicas wanted, answered once
@@ -437,6 +472,17 @@ class RedisStore(Store, Idempotency):
                 pipe.zadd(self.keys.active, {batch.id: _fresh()})
             for key in self.keys.listings(batch.tenant, batch.status.value, batch.queue):
                 pipe.zadd(key, {batch.id: batch.created_at})
+            await _g(pipe.execute())
+
+    async def _moves_finished(self, batch: Batch, moved: dict[str, int]) -> None:
+        """The shared indexes learn what finishing another operation's moves did."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(k.outbox_index, {batch.id: _fresh()})
+            pipe.zadd(k.lease_index, {batch.id: _fresh()})
+            for field, delta in moved.items():
+                if delta:
+                    pipe.hincrby(k.queue_counts, f"{batch.tenant}{SEP}{field}", delta)
             await _g(pipe.execute())
 
     async def _after_commit(self, cs: ChangeSet, uow: RedisUnitOfWork, moved: dict[str, int]) -> None:

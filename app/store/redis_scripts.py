@@ -5,7 +5,10 @@ KEYS are the batch's keys in redis_keys.BATCH_KEYS order (so a cluster routes it
 batch's slot; no key is built at run time). ARGV[1] is the commit time (Unix seconds, as
 Python's repr); ARGV[2] the commands, a JSON array of arrays of strings `[NAME, ARG…]` (one
 argument, not hundreds: redis-py packs each argument in Python, which cost more than the
-script's work):
+script's work), or "" to go on with the commands an earlier commit left waiting; ARGV[3] how
+many jobs the set-based commands may edit in this script (0: all), so that moving 100,000
+jobs never holds Redis, and every other batch, for more than a moment; ARGV[4] the lock token
+the rest waits under and ARGV[5] that lock's time to live (ms):
 
   checks (all come first; the first that fails ends the script, nothing written):
     NEW                         the batch must not exist yet
@@ -30,7 +33,8 @@ script's work):
     TTL seconds                 expire every key of the batch (> 0) or persist them (-1)
     UNLOCK                      release the batch's lock
 It returns {1, field, delta, …}: the queue counts ("queue\\x1fstatus") the set-based
-commands moved, for the shared gauges; or {0, reason} when a check failed.
+commands moved, for the shared gauges; {2, field, delta, …} when commands wait in the batch's
+`pend` field (run the script again with ARGV[2] ""); or {0, reason} when a check failed.
 """
 from __future__ import annotations
 
@@ -66,8 +70,9 @@ local function null_or(s, quoted) if s == '' then return 'null' end if quoted th
 local check = {}
 function check.NEW() if redis.call('EXISTS', B) == 1 then return 'the batch exists' end end
 function check.FREE()
-  local lk = redis.call('HMGET', B, 'lk', 'lkx')
+  local lk = redis.call('HMGET', B, 'lk', 'lkx', 'pend')
   if lk[1] and lk[1] ~= '' and tonumber(lk[2]) > now_ms then return 'the batch is locked' end
+  if lk[3] then return 'moves of an earlier operation are unfinished' end
 end
 function check.LOCKED(token) if redis.call('HGET', B, 'lk') ~= token then return 'the lock was lost' end end
 function check.VERSION(v) if redis.call('HGET', B, 'v') ~= v then return 'the batch moved' end end
@@ -101,6 +106,16 @@ end
 -- rather than per job, so that 100,000 jobs move in a fraction of a second and the script
 -- never gets near Redis's busy threshold (other clients would get BUSY errors meanwhile).
 local CHUNK = 1000
+-- The jobs this script may still edit (ARGV[3]; 0: no limit). A set-based command that runs
+-- out hands back the arguments that finish it; it and every command after it then wait in
+-- the batch's `pend` field for the next script (see the loop at the end).
+local budget = tonumber(ARGV[3] or '0')
+local left = budget
+local function take(n)  -- how many of n jobs to edit now
+  if budget <= 0 then return n end
+  return math.max(0, math.min(n, left))
+end
+local function spent(n) left = left - n end
 local function call_if(cmd, key, args) if #args > 0 then redis.call(cmd, key, unpack(args)) end end
 local function scores(ps)
   local t = {}
@@ -112,7 +127,13 @@ function write.MOVE(a)
   local kind_from, all_from, kind_to, all_to = KEYS[tonumber(a[1])], KEYS[tonumber(a[2])], KEYS[tonumber(a[3])], KEYS[tonumber(a[4])]
   local to, at, revive, ended, batch_id = a[5], a[6], a[7] == '1', a[8], a[9]
   local finished = to == 'completed' or to == 'failed' or to == 'cancelled'
-  local all = redis.call('ZRANGE', kind_from, 0, -1)
+  local n = take(redis.call('ZCARD', kind_from))
+  if n == 0 then
+    if redis.call('ZCARD', kind_from) > 0 then return a end
+    return nil
+  end
+  local all = redis.call('ZRANGE', kind_from, 0, n - 1)
+  spent(#all)
   local batch_json = cjson.encode(batch_id)
   for first = 1, #all, CHUNK do
     local ps = {unpack(all, first, math.min(first + CHUNK - 1, #all))}
@@ -148,17 +169,22 @@ function write.MOVE(a)
     call_if('ZREM', LEASE, leases)
     call_if('ZREM', OUT, outbox)
     if revive then redis.call('HDEL', ERR, unpack(ps)) end
+    redis.call('ZREM', kind_from, unpack(ps))
     redis.call('ZREM', all_from, unpack(ps))
     local members = scores(ps)
     redis.call('ZADD', kind_to, unpack(members))
     redis.call('ZADD', all_to, unpack(members))
   end
-  redis.call('DEL', kind_from)
+  if redis.call('ZCARD', kind_from) > 0 then return a end
 end
 function write.DISPATCH(a)
   local kind_w, all_w, kind_q, all_q = KEYS[tonumber(a[1])], KEYS[tonumber(a[2])], KEYS[tonumber(a[3])], KEYS[tonumber(a[4])]
   local limit, at = tonumber(a[5]), a[6]
-  local all = redis.call('ZRANGE', kind_w, 0, limit - 1)
+  if limit <= 0 then return nil end
+  local n = take(limit)
+  if n == 0 then return a end
+  local all = redis.call('ZRANGE', kind_w, 0, n - 1)
+  spent(#all)
   for first = 1, #all, CHUNK do
     local ps = {unpack(all, first, math.min(first + CHUNK - 1, #all))}
     local states = redis.call('HMGET', STATE, unpack(ps))
@@ -181,9 +207,16 @@ function write.DISPATCH(a)
     redis.call('ZADD', kind_q, unpack(members))
     redis.call('ZADD', all_q, unpack(members))
   end
+  if #all == n and n < limit then return {a[1], a[2], a[3], a[4], tostring(limit - n), at} end
 end
 function write.ZRANGE_ADD(a)
   local key, first, last = KEYS[tonumber(a[1])], tonumber(a[2]), tonumber(a[3])
+  if last < first then return nil end
+  local n = take(last - first + 1)
+  if n == 0 then return a end
+  spent(n)
+  local rest = first + n <= last and {a[1], tostring(first + n), a[3]} or nil
+  last = first + n - 1
   for from = first, last, 500 do
     local pairs_ = {}
     for p = from, math.min(from + 499, last) do
@@ -192,9 +225,16 @@ function write.ZRANGE_ADD(a)
     end
     redis.call('ZADD', key, unpack(pairs_))
   end
+  return rest
 end
 function write.OUT_ADD(a)
   local first, last, attempt, queue, at = tonumber(a[1]), tonumber(a[2]), a[3], a[4], a[5]
+  if last < first then return nil end
+  local n = take(last - first + 1)
+  if n == 0 then return a end
+  spent(n)
+  local rest = first + n <= last and {tostring(first + n), a[2], attempt, queue, at} or nil
+  last = first + n - 1
   for from = first, last, 500 do
     local pairs_ = {}
     for p = from, math.min(from + 499, last) do
@@ -203,6 +243,7 @@ function write.OUT_ADD(a)
     end
     redis.call('ZADD', OUT, unpack(pairs_))
   end
+  return rest
 end
 function write.TTL(args)
   local ttl = tonumber(args[1])
@@ -212,17 +253,40 @@ function write.TTL(args)
 end
 function write.UNLOCK() redis.call('HDEL', B, 'lk', 'lkx') end
 
-for _, command in ipairs(cjson.decode(ARGV[2])) do
+local commands
+if ARGV[2] == '' then
+  -- Go on with what an earlier commit left waiting (ARGV[4]: the caller's lock token).
+  local pend = redis.call('HGET', B, 'pend')
+  if not pend then return {1} end
+  local lk = redis.call('HMGET', B, 'lk', 'lkx')
+  if lk[1] and lk[1] ~= '' and lk[1] ~= ARGV[4] and tonumber(lk[2]) > now_ms then return {0, 'the batch is locked'} end
+  commands = cjson.decode(pend)
+else
+  commands = cjson.decode(ARGV[2])
+end
+local waiting = nil
+for _, command in ipairs(commands) do
   local name = command[1]
-  local args = {unpack(command, 2)}
-  if check[name] then
-    local failed = check[name](unpack(args))
+  if waiting then
+    waiting[#waiting + 1] = command
+  elseif check[name] then
+    local failed = check[name](unpack(command, 2))
     if failed then return {0, failed} end
   else
-    write[name](args)
+    local rest = write[name]({unpack(command, 2)})
+    if rest then waiting = {{name, unpack(rest)}} end
   end
 end
 local out = {1}
+if waiting then
+  -- The rest waits for the next script, under the caller's lock (taken over by whoever
+  -- locks the batch after it expired: they finish it before anything else).
+  out[1] = 2
+  redis.call('HSET', B, 'pend', cjson.encode(waiting), 'lk', ARGV[4], 'lkx', now_ms + tonumber(ARGV[5]))
+elseif ARGV[2] == '' then
+  redis.call('HDEL', B, 'pend')
+  if redis.call('HGET', B, 'lk') == ARGV[4] then redis.call('HDEL', B, 'lk', 'lkx') end
+end
 for k, d in pairs(moved) do
   if d ~= 0 then out[#out + 1] = k; out[#out + 1] = tostring(d) end
 end
