@@ -55,7 +55,7 @@ Delivery = tuple[str, int, str | None]  # job id, attempt, the broker's id of th
 class _Start(NamedTuple):
     """One delivery to start, with what its caller may do."""
 
-    position: int
+    position: int  # in its batch (_per_batch fills it in from the job id)
     job_id: str
     attempt: int
     delivery: str | None
@@ -67,10 +67,18 @@ class _Start(NamedTuple):
 class _Apply(NamedTuple):
     """One report to apply, with what its caller may do."""
 
-    position: int
+    position: int  # in its batch (_per_batch fills it in from the job id)
     report: Report
     tenant: str | None
     queues: Queues
+
+    @property
+    def job_id(self) -> str:
+        return self.report.job_id
+
+
+Item = TypeVar("Item", _Start, _Apply)
+Outcome = dict[str, Any] | DomainError  # an item's answer, or why it was refused
 
 
 def _owned(batch: Batch | None, tenant: str | None, batch_id: str) -> Batch:
@@ -104,8 +112,8 @@ class Orchestrator:
         self.metrics = metrics or Metrics(settings)
         self.tracing = tracing or Tracing()
         # Starts and reports of a batch that arrive while others run go together in the next operation.
-        self._starts: Coalescer[_Start, dict[str, Any] | DomainError] = Coalescer(self._start_in)
-        self._reports: Coalescer[_Apply, dict[str, Any] | DomainError] = Coalescer(self._apply_in)
+        self._starts: Coalescer[_Start, Outcome] = Coalescer(self._start_in)
+        self._reports: Coalescer[_Apply, Outcome] = Coalescer(self._apply_in)
 
     def _step(self, uow: UnitOfWork) -> Step:
         return Step(uow=uow, settings=self.settings, now=self.clock())
@@ -330,20 +338,13 @@ class Orchestrator:
 
         A delivery that started its attempt already (its answer was lost: see rules.lease_for)
         gets the same started message again."""
-        groups, unknown = _by_batch(enumerate(deliveries), lambda idx: idx[1][0])
-        outcomes: dict[int, dict[str, Any] | DomainError] = {i: NotFound(f"job {d[0]} not found") for i, d in unknown}
-
-        async def start_in(batch_id: str, items: list[tuple[int, tuple[int, Delivery]]]) -> None:
-            wanted = [_Start(position, *delivery, tenant, worker, queues) for position, (_, delivery) in items]
-            for (_, (i, _)), outcome in zip(items, await self._starts(batch_id, wanted)):
-                outcomes[i] = outcome
-
-        await _each(start_in(b, items) for b, items in groups.items())
+        outcomes = await _per_batch(
+            [_Start(-1, *delivery, tenant, worker, queues) for delivery in deliveries], self._starts
+        )
         started: list[dict[str, Any]] = []
         refused: list[Refusal] = []
         seen: set[str] = set()
-        for i, (job_id, attempt, _) in enumerate(deliveries):
-            outcome = outcomes[i]
+        for (job_id, attempt, _), outcome in zip(deliveries, outcomes):
             if isinstance(outcome, DomainError):
                 refused.append((job_id, attempt, outcome))
             elif job_id not in seen:  # each job once (a delivery repeated in one call), in delivery order
@@ -352,26 +353,23 @@ class Orchestrator:
         self.metrics.messages_delivered.inc(len(started))
         return started, refused
 
-    async def _start_in(self, batch_id: str, items: list[_Start]) -> list[dict[str, Any] | DomainError]:
+    async def _start_in(self, batch_id: str, items: list[_Start]) -> list[Outcome]:
         """One operation starting `items` of one batch: for each, its started message or why not."""
         measures = Measures(self.metrics)
 
-        async def op(uow: UnitOfWork) -> list[dict[str, Any] | DomainError]:
-            out: list[dict[str, Any] | DomainError] = []
+        async def op(uow: UnitOfWork) -> list[Outcome]:
+            out: list[Outcome] = []
             batch = uow.batch
             step = self._step(uow) if batch is not None else None
-            jobs = await uow.get_jobs(item.position for item in items) if batch is not None else {}
-            for item in items:
-                job = jobs.get(item.position)
-                if batch is None or job is None or (item.tenant is not None and batch.tenant != item.tenant):
-                    out.append(NotFound(f"job {item.job_id} not found"))
-                elif item.queues is not None and job.queue not in item.queues:
-                    out.append(_not_your_queue(job))
-                elif (
+            for item, job in await _jobs_of(uow, items):
+                if isinstance(job, DomainError):
+                    out.append(job)
+                    continue
+                assert batch is not None and step is not None  # (a job was found in it)
+                if (
                     item.delivery and job.status == JobStatus.RUNNING and job.attempts == item.attempt
                     and job.lease == rules.lease_for(batch, job, item.delivery)
                 ):  # fmt: skip
-                    assert step is not None
                     if rules.start_again(job, item.worker, step.now, self.settings.claim_timeout_s):
                         out.append(rules.build_message(batch, job))  # this delivery started it: its answer was lost
                     else:
@@ -381,7 +379,6 @@ class Orchestrator:
                     state = job.status if job.attempts == item.attempt else f"superseded by attempt {job.attempts}"
                     out.append(Conflict(f"attempt {item.attempt} of job {item.job_id} is {state}; it cannot start"))
                 else:
-                    assert step is not None
                     measures.queue_wait(job, step.now)
                     step.start(job, rules.lease_for(batch, job, item.delivery), item.worker)
                     out.append(rules.build_message(batch, job))
@@ -435,16 +432,7 @@ class Orchestrator:
         A refused report (unknown job, stale attempt, wrong lease) does not stop the others.
         """
         began = time.time_ns()
-        groups, unknown = _by_batch(enumerate(reports), lambda ir: ir[1].job_id)
-        outcomes: dict[int, dict[str, Any] | DomainError] = {i: NotFound(f"job {r.job_id} not found") for i, r in unknown}
-
-        async def apply_in(batch_id: str, items: list[tuple[int, tuple[int, Report]]]) -> None:
-            wanted = [_Apply(position, report, tenant, queues) for position, (_, report) in items]
-            for (_, (i, _)), outcome in zip(items, await self._reports(batch_id, wanted)):
-                outcomes[i] = outcome
-
-        await _each(apply_in(b, items) for b, items in groups.items())
-        ordered = [outcomes[i] for i in range(len(reports))]
+        ordered = await _per_batch([_Apply(-1, report, tenant, queues) for report in reports], self._reports)
         for report, outcome in zip(reports, ordered):
             result = "refused" if isinstance(outcome, DomainError) else "duplicate" if outcome["duplicate"] else outcome["status"]
             self.metrics.reports.labels(report.outcome, result).inc()
@@ -453,29 +441,24 @@ class Orchestrator:
         self.tracing.reports(reports, ordered, began)
         return ordered
 
-    async def _apply_in(self, batch_id: str, items: list[_Apply]) -> list[dict[str, Any] | DomainError]:
+    async def _apply_in(self, batch_id: str, items: list[_Apply]) -> list[Outcome]:
         """One operation applying `items` of one batch: for each, its outcome or why it was refused.
 
         A refused report (unknown job, stale attempt, wrong lease) does not stop the others."""
         measures = Measures(self.metrics)
 
-        async def op(uow: UnitOfWork) -> list[dict[str, Any] | DomainError]:
-            out: list[dict[str, Any] | DomainError] = []
-            batch = uow.batch
-            step = self._step(uow) if batch is not None else None
-            jobs = await uow.get_jobs(item.position for item in items) if batch is not None else {}
-            for item in items:
-                job = jobs.get(item.position)
-                if batch is None or job is None or (item.tenant is not None and batch.tenant != item.tenant):
-                    out.append(NotFound(f"job {item.report.job_id} not found"))
-                elif item.queues is not None and job.queue not in item.queues:
-                    out.append(_not_your_queue(job))
-                else:
-                    assert step is not None
-                    try:
-                        out.append(await self._apply(step, job, item.report, measures))
-                    except Conflict as refused:
-                        out.append(refused)
+        async def op(uow: UnitOfWork) -> list[Outcome]:
+            out: list[Outcome] = []
+            step = self._step(uow) if uow.batch is not None else None
+            for item, job in await _jobs_of(uow, items):
+                if isinstance(job, DomainError):
+                    out.append(job)
+                    continue
+                assert step is not None  # (a job was found in its batch)
+                try:
+                    out.append(await self._apply(step, job, item.report, measures))
+                except Conflict as refused:
+                    out.append(refused)
             return out
 
         return await self._run("report", batch_id, op, optimistic=True, measures=measures)
@@ -549,6 +532,38 @@ class Orchestrator:
             log.info("job %s: the lease of attempt %s ran out after %gs without a report", job_id, attempt, timeout_s,
                      extra={"batch_id": batch_id, "job_id": job_id, "attempt": attempt})  # fmt: skip
         return len(expired)
+
+
+async def _per_batch(items: list[Item], run: Coalescer[Item, Outcome]) -> list[Outcome]:
+    """Each item's outcome, in order: those naming a job go to `run`, one call per batch (with
+    the position filled in), side by side; the rest are 404."""
+    groups, unknown = _by_batch(enumerate(items), lambda ix: ix[1].job_id)
+    outcomes: dict[int, Outcome] = {i: NotFound(f"job {item.job_id} not found") for i, item in unknown}
+
+    async def in_batch(batch_id: str, members: list[tuple[int, tuple[int, Item]]]) -> None:
+        answers = await run(batch_id, [item._replace(position=position) for position, (_, item) in members])
+        for (_, (i, _)), outcome in zip(members, answers):
+            outcomes[i] = outcome
+
+    await _each(in_batch(b, members) for b, members in groups.items())
+    return [outcomes[i] for i in range(len(items))]
+
+
+async def _jobs_of(uow: UnitOfWork, items: list[Item]) -> list[tuple[Item, Job | DomainError]]:
+    """The job each item names, or why its caller may not touch it: 404 when the batch or the
+    job does not exist or is another tenant's, 403 when the caller's key may not work its queue."""
+    batch = uow.batch
+    jobs = await uow.get_jobs(item.position for item in items) if batch is not None else {}
+    found: list[tuple[Item, Job | DomainError]] = []
+    for item in items:
+        job = jobs.get(item.position)
+        if batch is None or job is None or (item.tenant is not None and batch.tenant != item.tenant):
+            found.append((item, NotFound(f"job {item.job_id} not found")))
+        elif item.queues is not None and job.queue not in item.queues:
+            found.append((item, _not_your_queue(job)))
+        else:
+            found.append((item, job))
+    return found
 
 
 async def _each(operations: Iterable[Awaitable[T]]) -> list[T]:

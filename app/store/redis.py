@@ -138,10 +138,6 @@ class Emitter:
         self.writes: list[list[str]] = []
         self.moved: dict[str, int] = defaultdict(int)
 
-    def count_moved(self, reply: list[Any]) -> None:
-        for field, delta in zip(reply[1::2], reply[2::2]):
-            self.moved[field] += int(delta)
-
     def check(self, name: str, *args: Any) -> None:
         self.checks.append([name, *map(str, args)])
 
@@ -430,7 +426,7 @@ class RedisStore(Store, Idempotency):
         if int(reply[0]) == 0:
             log.debug("commit on batch %s refused: %s", cs.batch.id, reply[1])
             return False
-        emit.count_moved(reply)
+        _add_moved(emit.moved, reply)
         if int(reply[0]) == 2:  # committed; the rest of its moves follow, a budget at a time
             await self._finish_moves(cs.batch.id, token, emit.moved)
         await self._after_commit(cs, uow, emit.moved)
@@ -446,8 +442,7 @@ class RedisStore(Store, Idempotency):
             if int(reply[0]) == 0:  # our lock ran out and another operation took the batch: it finishes them
                 log.warning("batch %s: another operation finishes the moves left waiting (%s)", batch_id, reply[1])
                 return
-            for field, delta in zip(reply[1::2], reply[2::2]):
-                moved[field] += int(delta)
+            _add_moved(moved, reply)
             if int(reply[0]) == 1:
                 return
 
@@ -480,10 +475,14 @@ class RedisStore(Store, Idempotency):
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(k.outbox_index, {batch.id: _fresh()})
             pipe.zadd(k.lease_index, {batch.id: _fresh()})
-            for field, delta in moved.items():
-                if delta:
-                    pipe.hincrby(k.queue_counts, f"{batch.tenant}{SEP}{field}", delta)
+            self._count_queues(pipe, batch.tenant, moved)
             await _g(pipe.execute())
+
+    def _count_queues(self, pipe: Any, tenant: str, moved: dict[str, int]) -> None:
+        """The shared queue gauges move by what a commit's set-based commands moved."""
+        for field, delta in moved.items():
+            if delta:
+                pipe.hincrby(self.keys.queue_counts, f"{tenant}{SEP}{field}", delta)
 
     async def _after_commit(self, cs: ChangeSet, uow: RedisUnitOfWork, moved: dict[str, int]) -> None:
         """The shared indexes learn what the commit did (best effort: the reconciler repairs)."""
@@ -502,9 +501,7 @@ class RedisStore(Store, Idempotency):
                     pipe.zadd(k.lease_index, {batch.id: _fresh()})
                 for w in cs.webhooks:
                     pipe.zadd(k.hooks_index, {f"{batch.id}\n{w.id}": w.next_attempt_at})
-                for field, delta in moved.items():
-                    if delta:
-                        pipe.hincrby(k.queue_counts, f"{batch.tenant}{SEP}{field}", delta)
+                self._count_queues(pipe, batch.tenant, moved)
                 if was is not None and was != batch.status:
                     pipe.zrem(k.listing(batch.tenant, was.value), batch.id)
                     pipe.zrem(k.listing(None, was.value), batch.id)
@@ -774,3 +771,8 @@ class RedisStore(Store, Idempotency):
             ttl = max(1, int(record.expires_at - time.time()))
             await self._durable(name, "SET", name, codec.dumps(record.__dict__), "EX", ttl)
 
+
+def _add_moved(moved: dict[str, int], reply: list[Any]) -> None:
+    """Add the queue counts a commit script says it moved ({status, field, delta, …})."""
+    for field, delta in zip(reply[1::2], reply[2::2]):
+        moved[field] += int(delta)
