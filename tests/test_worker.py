@@ -191,6 +191,41 @@ async def test_prefetched_messages_wait_for_a_slot_with_their_leases_kept(api, p
     assert worker.stats.completed == 2 and worker.stats.abandoned == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # the worker's own logic: one store will do
+async def test_an_attempt_handed_to_the_worker_twice_runs_once(api):
+    """An entry read again (its consumer group made anew) may come back to the worker that
+    holds it, with the same lease: it runs once."""
+    reg = Registry()
+    runs = []
+
+    @reg.job("Once")
+    async def once(args, ctx):  # noqa: ANN001, ANN202
+        runs.append(ctx.job_id)
+        await asyncio.sleep(0.2)  # still held when its copy arrives
+
+    batch = await api.create({"jobs": ["Once"]})
+    (msg,) = await api.claim_until(1)
+
+    class Twice:  # hands the same started message out twice, then nothing
+        def __init__(self) -> None:
+            self.left = [[msg, dict(msg)]]
+
+        async def fetch(self, queue: str, max_messages: int, wait_s: float) -> list[dict]:
+            if self.left:
+                return self.left.pop()
+            await asyncio.sleep(wait_s)
+            return []
+
+        async def close(self) -> None:
+            pass
+
+    async with running(make_worker(api, reg, concurrency=2)) as worker:
+        worker.source = Twice()
+        done = await api.wait_status(batch["id"], *FINISHED)
+    assert done["status"] == "completed" and runs == [msg["job_id"]], runs
+    assert worker.stats.completed == 1
+
+
 async def test_refused_heartbeat_makes_the_worker_abandon_the_job(api):
     reg = Registry()
     started, cancelled = asyncio.Event(), asyncio.Event()
