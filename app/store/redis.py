@@ -705,7 +705,7 @@ class RedisStore(Store, Idempotency):
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(k.of(batch_id, "batch"))
-            pipe.zrange(k.of(batch_id, "out"), 0, -1, withscores=True)
+            pipe.zrange(k.of(batch_id, "out"), 0, 0, withscores=True)
             pipe.zrange(k.of(batch_id, "lease"), 0, 0, withscores=True)
             pipe.zrange(k.of(batch_id, "z:all:queued"), 0, limit - 1)
             raw, outbox, lease, queued = await _g(pipe.execute())
@@ -729,13 +729,16 @@ class RedisStore(Store, Idempotency):
         if batch.finished and not outbox and not lease and not pending_hooks:
             await self._settle_index(k.active, batch_id, score, None)  # nothing of it is left to do
             return []
-        in_outbox = {codec.parse_outbox_member(m)[0] for m, _ in outbox}
-        positions = [int(p) for p in queued if int(p) not in in_outbox]
-        stale = []
-        for job in await self.read_jobs(batch_id, positions):
-            if job.available_at is not None and job.available_at < before:
-                stale.append(Message(batch.tenant, job.queue, batch_id, job.position, job.attempts, job.available_at))
-        return stale
+        due = [job for job in await self.read_jobs(batch_id, [int(p) for p in queued])
+               if job.available_at is not None and job.available_at < before]
+        if not due:
+            return []
+        # Only those whose message has left the outbox (looked up one by one: an outbox can
+        # hold a 100,000-job add waiting for the relay, too much to read every round).
+        members = [codec.outbox_member(job.position, job.attempts, job.queue) for job in due]
+        in_outbox = await _g(self.redis.zmscore(k.of(batch_id, "out"), members))
+        return [Message(batch.tenant, job.queue, batch_id, job.position, job.attempts, job.available_at)  # type: ignore[arg-type]
+                for job, score in zip(due, in_outbox) if score is None]
 
     async def queue_counts(self, tenant: str | None) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
