@@ -86,10 +86,11 @@ class Settings(BaseSettings):
     # Redis Cluster: per node, and redis-py's cluster client refuses the excess (503).
     redis_max_connections: int = Field(default=100, ge=1)
     redis_pool_timeout_s: float = Field(default=10.0, gt=0)
-    # Redis store: how many jobs one script of a whole-batch operation (cancel, retry, a big
-    # add) may edit; the rest follows in further scripts under the batch's lock, so Redis (and
-    # every other batch) is never held for more than a moment. 0: all in one script.
-    redis_move_budget: int = Field(default=5000, ge=0)
+    # How many jobs one transaction (SQL) or script (Redis) of a whole-batch operation (cancel,
+    # retry, fail-fast; on Redis a big add too) may edit; the rest follows in further ones,
+    # journaled in the batch, so the database (and every other batch) is never held for more
+    # than a moment. 0: all at once.
+    move_budget: int = Field(default=5000, ge=0)
     # Redis keys (store and streams) live under this prefix (no braces: a Redis Cluster
     # would read them as a hash tag and put every key in one slot).
     redis_prefix: str = Field(default="batchq", pattern=r"^[^{}]+$")

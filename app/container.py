@@ -35,7 +35,8 @@ def build_store(settings: Settings) -> Store:
         return RedisStore(redis, settings)
     from app.store.sql import SqlStore
 
-    return SqlStore(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+    return SqlStore(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
+                    move_budget=settings.move_budget)  # fmt: skip
 
 
 def build_broker(settings: Settings, store: Store, clock: Clock) -> Broker:

@@ -47,6 +47,8 @@ BACKENDS = [b for b in os.environ.get("BATCHQ_TEST_BACKENDS", ",".join(ALL_BACKE
 STREAM_BACKENDS = [b for b in BACKENDS if b in ("pg-redis", "redis", "redis-cluster")]
 # Backends with the Redis store (tests of its own guarantees run on these; on "redis" at least).
 REDIS_STORE_BACKENDS = [b for b in BACKENDS if b in ("redis", "redis-cluster")] or ["redis"]
+# Backends with a SQL store (tests of its own guarantees: use with indirect=True).
+SQL_STORE_BACKENDS = [b for b in BACKENDS if b in ("sqlite", "pg-sql", "pg-redis")]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -193,9 +195,10 @@ def make_settings(backend: str, tmp_path, prefix: str, **overrides: Any) -> Sett
         webhook_secret=WEBHOOK_SECRET,
         # The tests' receivers listen on 127.0.0.1; tests of the address rule turn it back on.
         allow_private_callbacks=True,
-        # Redis store: whole-batch moves of more than a few jobs go in several scripts, so every
-        # behaviour test of cancel, retry, fail-fast and adds runs them that way.
-        redis_move_budget=4,
+        # Whole-batch moves of more than a few jobs go in several transactions (SQL) or scripts
+        # (Redis), so every behaviour test of cancel, retry, fail-fast (and adds, on Redis)
+        # runs them that way.
+        move_budget=4,
     )
     fast.update(overrides)
     if backend == "sqlite":

@@ -293,11 +293,11 @@ async def test_commits_wait_for_replicas_and_a_master_without_one_is_not_waited_
 
 
 async def test_moves_left_waiting_by_a_process_that_died_are_finished_by_the_next_operation(replicas, raw_redis):
-    """A whole-batch move runs a few jobs per script (redis_move_budget), the rest waiting in the
+    """A whole-batch move runs a few jobs per script (move_budget), the rest waiting in the
     batch's `pend` field under its lock. If the process dies in between, the next operation on
     the batch, once the lock has run out, finishes the moves before its own work: counts and
     job statuses agree again, and no operation commits on top of half-moved jobs."""
-    dies, lives = await replicas(redis_move_budget=4), await replicas(redis_move_budget=4)
+    dies, lives = await replicas(move_budget=4), await replicas(move_budget=4)
 
     async def died(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
         return None  # the process is gone before its next script

@@ -32,6 +32,8 @@ batches = Table(
     Column("lease_key", String(32), nullable=False),
     Column("adds", Json),
     Column("version", BigInteger, nullable=False),
+    # The rest of a whole-batch move that goes a chunk of positions per transaction (sql_journal).
+    Column("pend", Text),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("finished_at", Float),

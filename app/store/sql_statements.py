@@ -120,6 +120,7 @@ def _fast_increment(names: tuple[str, ...], frees_a_slot: bool):  # noqa: ANN202
         b.id == bindparam("_id"),
         b.status == "running",
         b.error.is_(None),
+        b.pend.is_(None),  # no whole-batch move is half done
         open_ + d_open > 0,
         (processed * 10) // total == ((processed + d_processed) * 10) // total,
     ]
@@ -131,11 +132,26 @@ def _fast_increment(names: tuple[str, ...], frees_a_slot: bool):  # noqa: ANN202
 # ---- set-based moves ------------------------------------------------------------------------
 
 
-def _in_status(batch_id: str, kind: JobKind, statuses: tuple[JobStatus, ...]):  # noqa: ANN202
-    return and_(j.batch_id == batch_id, j.kind == kind.value, j.status.in_([s.value for s in statuses]))
+def select_pend(batch_id: str, lock: bool) -> Any:
+    """The moves a batch's last whole-batch operation left to do (its journal), and its tenant."""
+    stmt = select(b.pend, b.tenant).where(b.id == batch_id)
+    return stmt.with_for_update() if lock else stmt
 
 
-def bulk_move(batch_id: str, move: BulkMove) -> list[Any]:
+def set_pend(batch_id: str, pend: str | None) -> Any:
+    return update(t.batches).where(b.id == batch_id).values(pend=pend)
+
+
+
+Span = tuple[int, int] | None  # the positions [first, end) a chunk of a whole-batch move edits (None: all)
+
+
+def _in_status(batch_id: str, kind: JobKind, statuses: tuple[JobStatus, ...], span: Span = None):  # noqa: ANN202
+    where = and_(j.batch_id == batch_id, j.kind == kind.value, j.status.in_([s.value for s in statuses]))
+    return where if span is None else and_(where, j.position >= span[0], j.position < span[1])
+
+
+def bulk_move(batch_id: str, move: BulkMove, span: Span = None) -> list[Any]:
     """The statements of a BulkMove, in order."""
     stmts: list[Any] = []
     if JobStatus.RUNNING in move.frm and move.ended is not None:
@@ -145,24 +161,28 @@ def bulk_move(batch_id: str, move: BulkMove) -> list[Any]:
                 ["batch_id", "position", "attempt", "status", "worker", "queued_at", "started_at", "finished_at"],
                 select(j.batch_id, j.position, j.attempts, literal(move.ended.value), j.worker, j.queued_at,
                        j.started_at, literal(move.now))
-                .where(_in_status(batch_id, move.kind, (JobStatus.RUNNING,))),
+                .where(_in_status(batch_id, move.kind, (JobStatus.RUNNING,), span)),
             )  # fmt: skip
         )
     if JobStatus.QUEUED in move.frm:
         # Their messages will never be wanted: they leave the outbox (or the SQL queue).
-        queued = select(j.position).where(_in_status(batch_id, move.kind, (JobStatus.QUEUED,)))
+        queued = select(j.position).where(_in_status(batch_id, move.kind, (JobStatus.QUEUED,), span))
         stmts.append(delete(t.messages).where(t.messages.c.batch_id == batch_id, t.messages.c.position.in_(queued)))
     values: dict[str, Any] = {"status": move.to.value, "lease": None, "lease_expires_at": None, "available_at": None}
     if move.revive:
         values.update(attempt_base=j.attempts, error=None, finished_at=None)
     elif move.to.finished:
         values["finished_at"] = move.now
-    stmts.append(update(t.jobs).where(_in_status(batch_id, move.kind, move.frm)).values(**values))
+    stmts.append(update(t.jobs).where(_in_status(batch_id, move.kind, move.frm, span)).values(**values))
     return stmts
 
 
-def set_based(batch_id: str, tenant: str, ops: list[BulkMove | Dispatch], waiting_after: dict[JobKind, int]) -> list[Any]:
-    """The statements of an operation's set-based moves, in order.
+def set_based(
+    batch_id: str, tenant: str, ops: list[BulkMove | Dispatch], waiting_after: dict[JobKind, int], span: Span = None
+) -> list[Any]:
+    """The statements of an operation's set-based moves, in order; with a `span`, of the
+    jobs in that range of positions only (for moves that go a chunk at a time, see
+    `by_position`).
 
     A retry moves failed (and cancelled) jobs back to waiting, then dispatches the waiting
     ones. When that dispatch takes every waiting job (`waiting_after` is 0: no concurrency
@@ -174,12 +194,20 @@ def set_based(batch_id: str, tenant: str, ops: list[BulkMove | Dispatch], waitin
         if isinstance(op, BulkMove) and waiting_after.get(op.kind) == 0 and _revival_then_dispatch(ops[i:], op.kind):
             joined.setdefault(op.kind, []).extend(op.frm)
         elif isinstance(op, Dispatch) and op.kind in joined:
-            stmts += revive_and_dispatch(batch_id, tenant, op, tuple(joined.pop(op.kind)))
+            stmts += revive_and_dispatch(batch_id, tenant, op, tuple(joined.pop(op.kind)), span)
         elif isinstance(op, BulkMove):
-            stmts += bulk_move(batch_id, op)
+            stmts += bulk_move(batch_id, op, span)
         else:
-            stmts += dispatch(batch_id, tenant, op)
+            stmts += dispatch(batch_id, tenant, op, span)
     return stmts
+
+
+def by_position(ops: list[BulkMove | Dispatch], waiting_after: dict[JobKind, int]) -> bool:
+    """Whether the moves may run a range of positions at a time: each job's outcome depends
+    on that job alone. True unless a dispatch takes only some of the waiting jobs (a
+    concurrency limit: which ones depends on all of them)."""
+    dispatched = [op.kind for op in ops if isinstance(op, Dispatch)]
+    return all(waiting_after.get(kind) == 0 and dispatched.count(kind) == 1 for kind in dispatched)
 
 
 def _revival_then_dispatch(ops: list[BulkMove | Dispatch], kind: JobKind) -> bool:
@@ -194,14 +222,16 @@ def _revival_then_dispatch(ops: list[BulkMove | Dispatch], kind: JobKind) -> boo
     )  # fmt: skip
 
 
-def revive_and_dispatch(batch_id: str, tenant: str, op: Dispatch, revived: tuple[JobStatus, ...]) -> list[Any]:
+def revive_and_dispatch(
+    batch_id: str, tenant: str, op: Dispatch, revived: tuple[JobStatus, ...], span: Span = None
+) -> list[Any]:
     """Every waiting job and every job in `revived` get their next attempt, due now; the revived
     ones as after a retry by hand (a fresh attempt budget, no error, not finished)."""
     every = (*revived, JobStatus.WAITING)
     outbox = insert(t.messages).from_select(
         ["tenant", "queue", "batch_id", "position", "attempt", "available_at", "deliveries"],
         select(literal(tenant), j.queue, j.batch_id, j.position, j.attempts + 1, literal(op.now), literal(0))
-        .where(_in_status(batch_id, op.kind, every)),
+        .where(_in_status(batch_id, op.kind, every, span)),
     )
     fresh = j.status.in_([s.value for s in revived])
     values = {
@@ -211,15 +241,18 @@ def revive_and_dispatch(batch_id: str, tenant: str, op: Dispatch, revived: tuple
         "error": case((fresh, None), else_=j.error),
         "finished_at": case((fresh, None), else_=j.finished_at),
     }  # fmt: skip
-    return [outbox, update(t.jobs).where(_in_status(batch_id, op.kind, every)).values(**values)]
+    return [outbox, update(t.jobs).where(_in_status(batch_id, op.kind, every, span)).values(**values)]
 
 
-def dispatch(batch_id: str, tenant: str, op: Dispatch) -> list[Any]:
+def dispatch(batch_id: str, tenant: str, op: Dispatch, span: Span = None) -> list[Any]:
     """The statements of a Dispatch: outbox rows for the next attempts, then the jobs queued.
 
-    Both pick the same jobs (the lowest waiting positions) inside one transaction.
+    Both pick the same jobs (the lowest waiting positions) inside one transaction. With a
+    span, every waiting job in it (such a dispatch takes them all: `by_position`).
     """
-    picked = select(j.position).where(_in_status(batch_id, op.kind, (JobStatus.WAITING,))).order_by(j.position).limit(op.limit)
+    picked = select(j.position).where(_in_status(batch_id, op.kind, (JobStatus.WAITING,), span))
+    if span is None:
+        picked = picked.order_by(j.position).limit(op.limit)
     outbox = insert(t.messages).from_select(
         ["tenant", "queue", "batch_id", "position", "attempt", "available_at", "deliveries"],
         select(literal(tenant), j.queue, j.batch_id, j.position, j.attempts + 1, literal(op.now), literal(0))
