@@ -4,8 +4,10 @@
   fail     one job fails for good: the fail-fast batch cancels the other N-1 in that report
   retry    POST /v1/batches/{id}/retry: the failed job and the N-1 it cancelled run again
   add      POST /v1/batches/{id}/jobs with N more jobs (and the size of its reply)
-  cancel   POST /v1/batches/{id}/cancel of the 2N open jobs, while another client creates
-           one-job batches: the slowest of those shows how long the cancel held others up
+  cancel   POST /v1/batches/{id}/cancel of the 2N open jobs
+
+All along, another client creates one-job batches back to back: the slowest of those during
+each operation shows how long that operation held up other batches (second table).
 
 With --under-load (stores with streams), also: a batch of M jobs runs on 2 worker processes x 16
 and is cancelled once a tenth has completed: how long the cancel takes while reports land, and
@@ -38,12 +40,14 @@ def ok(r: httpx.Response) -> httpx.Response:
 
 
 class Prober:
-    """Creates one-job batches back to back on its own connection; keeps the slowest answer."""
+    """Creates one-job batches back to back on its own connection; keeps the slowest answer
+    of each phase (a creation counts in the phase it ended in)."""
 
     def __init__(self, url: str):
         self.client = httpx.Client(base_url=url, timeout=600)
-        self.slowest = 0.0
-        self.count = 0
+        self.phase = "idle"
+        self.slowest: dict[str, float] = {}
+        self.count: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -51,8 +55,8 @@ class Prober:
         while not self._stop.is_set():
             elapsed, r = timed(lambda: self.client.post("/v1/batches", json={"jobs": ["Other"], "queue": "probe"}))
             ok(r)
-            self.slowest = max(self.slowest, elapsed)
-            self.count += 1
+            self.slowest[self.phase] = max(self.slowest.get(self.phase, 0.0), elapsed)
+            self.count[self.phase] = self.count.get(self.phase, 0) + 1
 
     def __enter__(self) -> Prober:
         self._thread.start()
@@ -65,15 +69,27 @@ class Prober:
         self.client.close()
 
 
+PHASES = ["create", "fail", "retry", "add", "cancel"]
+
+
 def bulk(backend: str, n: int) -> dict:
     row: dict = {"backend": backend}
-    with service(backend) as svc:
+    with service(backend) as svc, Prober(svc.url) as probe:
         api, pid = svc.api, svc.server.pid
+        json_body = {"content-type": "application/json"}
+
+        def run(phase: str, request):  # noqa: ANN001, ANN202
+            probe.phase = phase
+            elapsed, r = timed(lambda: ok(request()))
+            probe.phase = "between"
+            row[f"{phase}_s"] = elapsed
+            return r
+
         body = json.dumps({"jobs": ["Noop"] * n, "failure_policy": "fail_fast"}).encode()
         api.post("/v1/batches", json={"jobs": ["Warm"], "queue": "warm"})  # first request: imports, pools
         idle = rss_mb(pid)
         reset_peak_rss(pid)
-        row["create_s"], r = timed(lambda: ok(api.post("/v1/batches", content=body, headers={"content-type": "application/json"})))
+        r = run("create", lambda: api.post("/v1/batches", content=body, headers=json_body))
         row["create_peak_mb"] = peak_rss_mb(pid) - idle
         row["idle_rss_mb"] = idle
         batch_id = r.json()["id"]
@@ -83,23 +99,20 @@ def bulk(backend: str, n: int) -> dict:
             claimed = ok(api.post("/v1/queues/default/claim", json={"max": 1, "wait_s": 5})).json()["messages"]
         job = claimed[0]
         report = {"attempt": job["attempt"], "lease": job["lease"], "error": "bench", "retryable": False}
-        row["fail_s"], r = timed(lambda: ok(api.post(f"/v1/jobs/{job['job_id']}/fail", json=report)))
-        batch = ok(api.get(f"/v1/batches/{batch_id}")).json()
-        row["fail_cancelled"] = batch["cancelled"]
+        run("fail", lambda: api.post(f"/v1/jobs/{job['job_id']}/fail", json=report))
+        row["fail_cancelled"] = ok(api.get(f"/v1/batches/{batch_id}")).json()["cancelled"]
 
-        row["retry_s"], r = timed(lambda: ok(api.post(f"/v1/batches/{batch_id}/retry")))
+        run("retry", lambda: api.post(f"/v1/batches/{batch_id}/retry"))
 
         add = json.dumps({"jobs": ["Noop"] * n}).encode()
         reset_peak_rss(pid)
-        row["add_s"], r = timed(lambda: ok(api.post(f"/v1/batches/{batch_id}/jobs", content=add,
-                                                    headers={"content-type": "application/json"})))
+        r = run("add", lambda: api.post(f"/v1/batches/{batch_id}/jobs", content=add, headers=json_body))
         row["add_peak_mb"] = peak_rss_mb(pid) - idle
         row["add_reply_kb"] = len(r.content) / 1024
 
-        with Prober(svc.url) as probe:
-            row["cancel_s"], r = timed(lambda: ok(api.post(f"/v1/batches/{batch_id}/cancel")))
+        r = run("cancel", lambda: api.post(f"/v1/batches/{batch_id}/cancel"))
         row["cancelled"] = r.json()["cancelled"]
-        row["probe_slowest_s"], row["probes"] = probe.slowest, probe.count
+        row["held"] = {phase: (probe.slowest.get(phase, 0.0), probe.count.get(phase, 0)) for phase in PHASES}
     return row
 
 
@@ -128,13 +141,18 @@ def main() -> None:
     backends = args.backend or list(BACKENDS)
     print(f"bench_bulk: N = {args.jobs:,} jobs; {machine()}")
     print(f"{'backend':10} {'create':>8} {'peak MB':>8} {'fail→cancel':>12} {'retry':>7} {'add':>7} {'peak MB':>8} "
-          f"{'add reply':>10} {'cancel 2N':>10} {'other create, slowest':>22}")
+          f"{'add reply':>10} {'cancel 2N':>10}")
+    rows = []
     for name in backends:
         r = bulk(name, args.jobs)
+        rows.append(r)
         print(f"{name:10} {r['create_s']:7.2f}s {r['create_peak_mb']:7.0f}  {r['fail_s']:10.2f}s  {r['retry_s']:6.2f}s "
-              f"{r['add_s']:6.2f}s {r['add_peak_mb']:7.0f}  {r['add_reply_kb']:7.1f} kB {r['cancel_s']:8.2f}s "
-              f"{r['probe_slowest_s']:12.2f}s of {r['probes']}", flush=True)
+              f"{r['add_s']:6.2f}s {r['add_peak_mb']:7.0f}  {r['add_reply_kb']:7.1f} kB {r['cancel_s']:8.2f}s", flush=True)
         assert r["fail_cancelled"] == args.jobs - 1 and r["cancelled"] == 2 * args.jobs, r
+    print("\nanother client's one-job creations meanwhile: the slowest during each operation (and how many)")
+    print(f"{'backend':10}" + "".join(f"{phase:>16}" for phase in PHASES))
+    for r in rows:
+        print(f"{r['backend']:10}" + "".join(f"{r['held'][p][0]:9.2f}s ({r['held'][p][1]:3})" for p in PHASES))
     if args.under_load:
         print(f"\ncancel while 2 worker processes x 16 report (a batch of {args.load_jobs:,}, cancelled at 10 % done)")
         for name in backends:
