@@ -89,8 +89,10 @@ class Settings(BaseSettings):
     # How many jobs one transaction (SQL) or script (Redis) of a whole-batch operation (cancel,
     # retry, fail-fast; on Redis a big add too) may edit; the rest follows in further ones,
     # journaled in the batch, so the database (and every other batch) is never held for more
-    # than a moment. 0: all at once.
-    move_budget: int = Field(default=5000, ge=0)
+    # than a moment. 0: all at once. Unset: 5,000 on SQLite (one writer) and the Redis store
+    # (one script at a time); all at once on PostgreSQL, where such an operation locks only
+    # its own batch (in chunks it took longer and spared no one).
+    move_budget: int | None = Field(default=None, ge=0)
     # Redis keys (store and streams) live under this prefix (no braces: a Redis Cluster
     # would read them as a hash tag and put every key in one slot).
     redis_prefix: str = Field(default="batchq", pattern=r"^[^{}]+$")
@@ -196,6 +198,12 @@ class Settings(BaseSettings):
         """The configured webhook secrets, each once, in order (none: use the generated one)."""
         given = ([self.webhook_secret] if self.webhook_secret else []) + self.webhook_secrets
         return list(dict.fromkeys(given))
+
+    def moves_per_step(self) -> int:
+        """The move budget in force (see move_budget)."""
+        if self.move_budget is not None:
+            return self.move_budget
+        return 0 if self.database_url.startswith("postgresql") else 5000
 
     def queue_config(self, name: str) -> QueueConfig | None:
         return self.queues.get(name)

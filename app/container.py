@@ -36,7 +36,7 @@ def build_store(settings: Settings) -> Store:
     from app.store.sql import SqlStore
 
     return SqlStore(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
-                    move_budget=settings.move_budget)  # fmt: skip
+                    move_budget=settings.moves_per_step())  # fmt: skip
 
 
 def build_broker(settings: Settings, store: Store, clock: Clock) -> Broker:

@@ -419,7 +419,7 @@ class RedisStore(Store, Idempotency):
         emit.batch()
         emit.lifetime(int(self.settings.finished_ttl_s))
         # A new batch's commit runs whole: nobody can wait for a batch that does not exist yet.
-        budget = 0 if cs.commit == Commit.NEW else self.settings.move_budget
+        budget = 0 if cs.commit == Commit.NEW else self.settings.moves_per_step()
         token = uow.token or secrets.token_hex(8)
         keys = self.keys.batch_keys(cs.batch.id)
         reply = await _g(self.send_commit(keys, emit.args(budget, token)))
@@ -434,7 +434,7 @@ class RedisStore(Store, Idempotency):
 
     async def _finish_moves(self, batch_id: str, token: str, moved: dict[str, int]) -> None:
         """Run the moves a commit left waiting (the batch's `pend`) to their end, under `token`."""
-        args = ["", "", str(self.settings.move_budget), token, str(LOCK_TTL_MS)]
+        args = ["", "", str(self.settings.moves_per_step()), token, str(LOCK_TTL_MS)]
         keys = self.keys.batch_keys(batch_id)
         while True:
             args[0] = repr(time.time())

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, event, func, select, text, update
@@ -214,6 +215,20 @@ class SqlStore(Store, Idempotency):
         self.idempotency = self
         self.outbox = self.message_table = self.retention = self.reconciliation = self
         self.installation = SqlInstallation(self.engine, self.write_engine)
+        # SQLite has one writer, and its busy handler is no queue: a writer that polls for the
+        # lock can lose it again and again to one that takes it back at once (a whole-batch
+        # move's transactions, one after the other). Writers of this process take turns first.
+        self._turns = None if self.postgres else asyncio.Lock()
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that reads before it writes (SQLite: after this process's earlier writers)."""
+        if self._turns is None:
+            async with self.write_engine.begin() as conn:
+                yield conn
+            return
+        async with self._turns, self.write_engine.begin() as conn:
+            yield conn
 
     async def init(self) -> None:
         if self.auto_migrate:
@@ -256,7 +271,7 @@ class SqlStore(Store, Idempotency):
 
     async def _once(self, batch_id: str | None, operation: Operation[T], mode: Mode) -> tuple[bool, Any]:
         try:
-            async with self.write_engine.begin() as conn:
+            async with self._writing() as conn:
                 uow = SqlUnitOfWork(conn, mode, self.postgres)
                 if batch_id is not None:
                     await uow.open(batch_id)
@@ -287,7 +302,7 @@ class SqlStore(Store, Idempotency):
         """Move the rest of a whole-batch operation's jobs (the batch's journal), a chunk of
         positions per transaction, so that other writers wait one chunk at most."""
         while True:
-            async with self.write_engine.begin() as conn:
+            async with self._writing() as conn:
                 row = (await conn.execute(q.select_pend(batch_id, self.postgres))).first()
                 if row is None or row.pend is None:
                     return
@@ -408,12 +423,12 @@ class SqlStore(Store, Idempotency):
         if self.postgres:
             due = due.with_for_update(skip_locked=True)
         stmt = update(t.webhooks).where(w.id.in_(due.scalar_subquery())).values(next_attempt_at=now + hold_s).returning(*t.webhooks.c)
-        async with self.write_engine.begin() as conn:
+        async with self._writing() as conn:
             return [_webhook(r) for r in await conn.execute(stmt)]
 
     async def save_webhook(self, webhook: Webhook) -> None:
         w = t.webhooks.c
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             await conn.execute(update(t.webhooks).where(w.id == webhook.id).values({f: getattr(webhook, f) for f in WEBHOOK_FIELDS}))
 
     async def stale_queued(self, now: float, grace_s: float, limit: int) -> list[Message]:
@@ -445,7 +460,7 @@ class SqlStore(Store, Idempotency):
         due = select(bc.id).where(bc.status.in_(finished_statuses()), bc.finished_at < finished_before).limit(limit)
         if self.postgres:
             due = due.with_for_update(skip_locked=True)  # replicas purge different batches
-        async with self.write_engine.begin() as conn:
+        async with self._writing() as conn:
             ids = [r.id for r in await conn.execute(due)]
             if not ids:
                 return 0
@@ -464,7 +479,7 @@ class SqlStore(Store, Idempotency):
         due = select(t.messages).where(m.available_at <= now).order_by(m.id).limit(limit)
         if self.postgres:
             due = due.with_for_update(skip_locked=True)
-        async with self.write_engine.begin() as conn:
+        async with self._writing() as conn:
             rows = list(await conn.execute(due))
             if not rows:
                 return 0
@@ -489,13 +504,13 @@ class SqlStore(Store, Idempotency):
             .values(available_at=now + hide_s, deliveries=m.deliveries + 1)
             .returning(*t.messages.c)
         )
-        async with self.write_engine.begin() as conn:
+        async with self._writing() as conn:
             rows = sorted(await conn.execute(stmt), key=lambda r: r.id)
         return [(r.id, _message(r)) for r in rows]
 
     async def delete_messages(self, ids: list[int]) -> None:
         if ids:
-            async with self.engine.begin() as conn:
+            async with self._writing() as conn:
                 await conn.execute(delete(t.messages).where(t.messages.c.id.in_(ids)))
 
     async def message_stats(self, tenant: str | None, now: float) -> dict[str, dict[str, Any]]:
@@ -522,7 +537,7 @@ class SqlStore(Store, Idempotency):
     async def idem_claim(self, tenant: str, key: str, record: IdempotencyRecord, now: float) -> bool:
         i = t.idempotency.c
         try:
-            async with self.write_engine.begin() as conn:
+            async with self._writing() as conn:
                 await conn.execute(delete(t.idempotency).where(i.tenant == tenant, i.key == key, i.expires_at <= now))
                 await conn.execute(t.idempotency.insert().values(
                     tenant=tenant, key=key, request_hash=record.request_hash, batch_id=record.batch_id,
@@ -535,7 +550,7 @@ class SqlStore(Store, Idempotency):
     async def idem_finish(self, tenant: str, key: str, record: IdempotencyRecord | None) -> None:
         i = t.idempotency.c
         where = (i.tenant == tenant) & (i.key == key)
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             if record is None:
                 await conn.execute(delete(t.idempotency).where(where))
             else:
