@@ -319,3 +319,31 @@ async def test_moves_left_waiting_by_a_process_that_died_are_finished_by_the_nex
     statuses = Counter(j["status"] for j in await lives.jobs(batch["id"]))
     assert statuses == {"failed": 1, "completed": 1, "cancelled": 18}, statuses
     assert await lives.claim(max=20, wait_s=0.3) == []  # no message of a cancelled job is handed out
+
+
+async def test_a_creation_left_half_done_by_a_process_that_died_is_finished_by_the_reconciler(replicas, raw_redis):
+    """A big creation goes move_budget positions per script too (Redis runs one script at a
+    time: a 100,000-job creation in one held every other batch half a second). The first
+    script writes the whole batch; the rest of its positions and messages wait in its `pend`
+    field. If the process dies in between, nobody may come to the batch (no message of it may
+    have reached the queue yet): the reconciler's walk finishes it once its lock ran out."""
+    dies, lives = await replicas(move_budget=4), await replicas(move_budget=4)
+
+    async def died(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        return None
+
+    dies.services.store._finish_moves = died
+    batch = await dies.create({"jobs": ["A"] * 20})
+    key = dies.services.store.keys.of(batch["id"], "batch")
+    assert await raw_redis.hexists(key, "pend")
+    assert (await lives.batch(batch["id"]))["total"] == 20  # the batch itself is whole from the first script
+    assert len(await lives.jobs(batch["id"])) < 20  # its positions are not all listed yet
+
+    await lives.services.store.stale_queued(lives.services.clock(), 30.0, 100)  # a reconciler round: lock still held
+    assert await raw_redis.hexists(key, "pend")
+    await raw_redis.hset(key, "lkx", 0)  # the dead process's lock runs out
+    await lives.services.store.stale_queued(lives.services.clock(), 30.0, 100)
+    assert not await raw_redis.hexists(key, "pend") and not await raw_redis.hexists(key, "lk")
+    assert Counter(j["status"] for j in await lives.jobs(batch["id"])) == {"queued": 20}
+    assert len(await lives.run_all()) == 20
+    await lives.wait_status(batch["id"], "completed")

@@ -413,13 +413,14 @@ class RedisStore(Store, Idempotency):
         cs = uow.changes()
         emit = Emitter(cs, uow, time.time())
         emit.guard()
+        # The batch's own fields first: when the moves run out of budget, the rest waits in
+        # the batch hash (a new batch's, too), which must hold the whole batch by then.
+        emit.batch()
+        emit.records()
         emit.jobs()
         emit.bulk()
-        emit.records()
-        emit.batch()
         emit.lifetime(int(self.settings.finished_ttl_s))
-        # A new batch's commit runs whole: nobody can wait for a batch that does not exist yet.
-        budget = 0 if cs.commit == Commit.NEW else self.settings.moves_per_step()
+        budget = self.settings.moves_per_step()
         token = uow.token or secrets.token_hex(8)
         keys = self.keys.batch_keys(cs.batch.id)
         reply = await _g(self.send_commit(keys, emit.args(budget, token)))
@@ -713,6 +714,10 @@ class RedisStore(Store, Idempotency):
         if batch is None:  # expired, or a creation that never committed
             await self._settle_index(k.active, batch_id, score, None)
             return []
+        if "pend" in raw and int(raw.get("lkx") or 0) < time.time() * 1000:
+            # Moves a process that died left waiting (it may have been creating the batch, and
+            # nothing else may come to finish them): finish them, as the next operation would.
+            await self._run_locked(batch_id, _nothing)
         pending_hooks = int(raw.get("whp") or 0)
         async with self.redis.pipeline(transaction=False) as pipe:
             if outbox:
@@ -773,6 +778,10 @@ class RedisStore(Store, Idempotency):
         else:
             ttl = max(1, int(record.expires_at - time.time()))
             await self._durable(name, "SET", name, codec.dumps(record.__dict__), "EX", ttl)
+
+
+async def _nothing(uow: UnitOfWork) -> None:
+    return None
 
 
 def _add_moved(moved: dict[str, int], reply: list[Any]) -> None:
