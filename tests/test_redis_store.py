@@ -7,6 +7,7 @@ O(1) progress reads.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 
@@ -297,7 +298,8 @@ async def test_moves_left_waiting_by_a_process_that_died_are_finished_by_the_nex
     batch's `pend` field under its lock. If the process dies in between, the next operation on
     the batch, once the lock has run out, finishes the moves before its own work: counts and
     job statuses agree again, and no operation commits on top of half-moved jobs."""
-    dies, lives = await replicas(move_budget=4), await replicas(move_budget=4)
+    dies = await replicas(move_budget=4, background=False)  # a dead process runs no loops
+    lives = await replicas(move_budget=4)
 
     async def died(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
         return None  # the process is gone before its next script
@@ -327,7 +329,9 @@ async def test_a_creation_left_half_done_by_a_process_that_died_is_finished_by_t
     script writes the whole batch; the rest of its positions and messages wait in its `pend`
     field. If the process dies in between, nobody may come to the batch (no message of it may
     have reached the queue yet): the reconciler's walk finishes it once its lock ran out."""
-    dies, lives = await replicas(move_budget=4), await replicas(move_budget=4)
+    # The dead process runs no loops; the live one's reconciler rounds are the test's own.
+    dies = await replicas(move_budget=4, background=False)
+    lives = await replicas(move_budget=4, reconcile_interval_s=3600)
 
     async def died(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
         return None
@@ -347,3 +351,16 @@ async def test_a_creation_left_half_done_by_a_process_that_died_is_finished_by_t
     assert Counter(j["status"] for j in await lives.jobs(batch["id"])) == {"queued": 20}
     assert len(await lives.run_all()) == 20
     await lives.wait_status(batch["id"], "completed")
+
+
+async def test_the_reconciler_keeps_a_batch_it_meets_while_it_is_being_created(replicas, raw_redis):
+    """A new batch is announced to the reconciler's list before its commit. A round that
+    meets it in between (no batch hash yet) must not take it for a creation that never
+    committed: dropped then, its lost messages would never be written again. Only an
+    announcement older than a minute with no batch behind it is dropped."""
+    api = await replicas(background=False)
+    store = api.services.store
+    now = time.time()
+    await raw_redis.zadd(store.keys.active, {"being-created": now, "never-committed": now - 61})
+    await store.stale_queued(api.services.clock(), 30.0, 100)
+    assert await raw_redis.zrange(store.keys.active, 0, -1) == ["being-created"]

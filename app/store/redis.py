@@ -57,6 +57,9 @@ LOCK_TTL_MS = 15_000
 LOCK_WAIT_S = 20.0
 SPILL_TTL_S = 3600  # jobs written ahead of a commit that never came expire
 RECONCILE_BATCHES = 50  # active batches one reconciliation round looks at
+# An announced batch with no hash yet may still be committing (a big one writes its records
+# first): only this long after its announcement is it a creation that never committed.
+ANNOUNCED_GRACE_S = 60.0
 
 
 async def _g(awaitable: Awaitable[T]) -> T:
@@ -711,8 +714,9 @@ class RedisStore(Store, Idempotency):
             pipe.zrange(k.of(batch_id, "z:all:queued"), 0, limit - 1)
             raw, outbox, lease, queued = await _g(pipe.execute())
         batch = codec.decode_batch(raw)
-        if batch is None:  # expired, or a creation that never committed
-            await self._settle_index(k.active, batch_id, score, None)
+        if batch is None:  # expired, a creation that never committed, or one still committing
+            if score < time.time() - ANNOUNCED_GRACE_S:
+                await self._settle_index(k.active, batch_id, score, None)
             return []
         if "pend" in raw and int(raw.get("lkx") or 0) < time.time() * 1000:
             # Moves a process that died left waiting (it may have been creating the batch, and
