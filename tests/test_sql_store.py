@@ -42,3 +42,24 @@ async def test_moves_left_by_a_process_that_died_are_finished_by_the_next_operat
     statuses = Counter(j["status"] for j in await api.jobs(batch["id"]))
     assert statuses == {"failed": 1, "completed": 1, "cancelled": 18}, statuses
     assert await api.claim(max=20, wait_s=0.3) == []  # no message of a cancelled job is handed out
+
+
+@pytest.mark.parametrize("backend", SQL_STORE_BACKENDS, indirect=True)
+async def test_the_reconciler_finishes_moves_nothing_else_would_come_for(api, monkeypatch):
+    """A cancel whose process died mid-way, in a batch whose other jobs all wait for a slot:
+    no message, lease or report will ever open that batch again. The reconciler's round
+    finishes the moves."""
+    store = api.services.store
+    batch = await api.create({"jobs": ["A"] * 20, "max_concurrency": 2})
+
+    async def died(batch_id: str) -> None:
+        return None
+
+    monkeypatch.setattr(store, "_finish_moves", died)
+    cancelled = (await api.post(f"/v1/batches/{batch['id']}/cancel")).json()
+    assert cancelled["status"] == "cancelled" and await _journal(api, batch["id"]) is not None
+    monkeypatch.undo()
+
+    await store.stale_queued(api.services.clock(), 30.0, 100)
+    assert await _journal(api, batch["id"]) is None
+    assert Counter(j["status"] for j in await api.jobs(batch["id"])) == {"cancelled": 20}

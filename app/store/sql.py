@@ -433,7 +433,11 @@ class SqlStore(Store, Idempotency):
 
     async def stale_queued(self, now: float, grace_s: float, limit: int) -> list[Message]:
         """Reconciliation: queued jobs older than grace_s with no outbox row (their message has
-        left the store: published, or lost with the broker), oldest first."""
+        left the store: published, or lost with the broker), oldest first. First, the moves a
+        process that died left in a batch's journal are finished: nothing else may come to
+        that batch (its jobs may all be waiting, or failed and meant to run again)."""
+        for (batch_id,) in await self._all(select(t.batches.c.id).where(t.batches.c.pend.is_not(None)).limit(limit)):
+            await self._finish_moves(batch_id)
         return [
             Message(r.tenant, r.queue, r.batch_id, r.position, r.attempts, r.available_at)
             for r in await self._all(q.stale_queued(now - grace_s, limit))

@@ -41,6 +41,8 @@ batches = Table(
     Index("ix_batches_tenant_status_created", "tenant", "status", "created_at"),
     Index("ix_batches_created", "created_at"),
     Index("ix_batches_finished", "finished_at"),
+    # The few batches with moves left to do (the reconciler finishes those a process that died left).
+    Index("ix_batches_pend", "id", postgresql_where=text("pend IS NOT NULL"), sqlite_where=text("pend IS NOT NULL")),
 )
 
 jobs = Table(

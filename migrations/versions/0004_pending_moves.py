@@ -17,8 +17,13 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("batches") as batch:
         batch.add_column(sa.Column("pend", sa.Text(), nullable=True))
+    op.create_index(
+        "ix_batches_pend", "batches", ["id"],
+        postgresql_where=sa.text("pend IS NOT NULL"), sqlite_where=sa.text("pend IS NOT NULL"),
+    )  # fmt: skip
 
 
 def downgrade() -> None:
+    op.drop_index("ix_batches_pend", table_name="batches")
     with op.batch_alter_table("batches") as batch:
         batch.drop_column("pend")
