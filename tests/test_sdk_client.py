@@ -50,6 +50,10 @@ async def exercise_every_endpoint(client: Any, streams: bool) -> None:
     """One user's session touching every endpoint, with the replies checked."""
     assert (await call(client.health()))["status"] == "ok"
     assert (await call(client.ready()))["status"] == "ok"
+    me = await call(client.me())  # no API keys configured: the default tenant, every scope
+    assert me["tenant"] == "default" and "admin" in me["scopes"] and me["queues"] is None, me
+    secrets = await call(client.webhook_secret())
+    assert secrets["secrets"] and all(s.startswith("whsec_") for s in secrets["secrets"]), secrets
 
     # A parallel batch, created from a dict plus keywords (the keywords win).
     batch = await call(client.create_batch(

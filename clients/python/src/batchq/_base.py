@@ -324,6 +324,12 @@ class Endpoints:
     def ready(self) -> Call:
         return Call("GET", "/readyz", idempotent=True, accept=frozenset({503}))
 
+    def me(self) -> Call:
+        return Call("GET", "/v1/me", idempotent=True)
+
+    def webhook_secret(self) -> Call:
+        return Call("GET", "/v1/webhook-secret", idempotent=True)
+
 
 class SseParser:
     """Server-sent events, line by line: `feed` returns an event's JSON data when one ends."""

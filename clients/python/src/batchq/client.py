@@ -39,6 +39,7 @@ from batchq.models import (
     AddJobsReply,
     Batch,
     BatchPage,
+    Caller,
     CallbacksPage,
     Event,
     EventPage,
@@ -57,6 +58,7 @@ from batchq.models import (
     RetryReply,
     StartsReply,
     StreamsInfo,
+    WebhookSecrets,
 )
 
 class _Common:
@@ -274,6 +276,14 @@ class Client(_Common):
         """The store and the broker answer (`status` "ok"), or not ("unavailable")."""
         return cast(Readiness, self._json(self._ep.ready()))
 
+    def me(self) -> Caller:
+        """The tenant, scopes and queues of this client's API key."""
+        return cast(Caller, self._json(self._ep.me()))
+
+    def webhook_secret(self) -> WebhookSecrets:
+        """The secrets webhook deliveries are signed with, for a receiver to verify them (admin keys only)."""
+        return cast(WebhookSecrets, self._json(self._ep.webhook_secret()))
+
 
 class AsyncClient(_Common):
     """The batchq API over asyncio HTTP: the same methods as `Client`, awaited."""
@@ -459,3 +469,9 @@ class AsyncClient(_Common):
 
     async def ready(self) -> Readiness:
         return cast(Readiness, await self._json(self._ep.ready()))
+
+    async def me(self) -> Caller:
+        return cast(Caller, await self._json(self._ep.me()))
+
+    async def webhook_secret(self) -> WebhookSecrets:
+        return cast(WebhookSecrets, await self._json(self._ep.webhook_secret()))

@@ -276,3 +276,18 @@ class Readiness(TypedDict, total=False):
     status: str
     store: bool
     broker: bool
+
+
+class Caller(TypedDict, total=False):
+    """Who the API key is: its tenant, its scopes and the queues it may work (None: any)."""
+
+    tenant: str
+    scopes: list[str]
+    queues: list[str] | None
+
+
+class WebhookSecrets(TypedDict, total=False):
+    """The secrets deliveries are signed with (whsec_<base64>); generated: made by this installation."""
+
+    secrets: list[str]
+    generated: bool
