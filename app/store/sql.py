@@ -326,10 +326,13 @@ class SqlStore(Store, Idempotency):
         if cs.changed_jobs:
             await conn.execute(q.update_job(), q.update_job_params([job_row(j) for j in cs.changed_jobs]))
         waiting_after = {JobKind.JOB: batch.jobs.waiting, JobKind.COMPENSATION: batch.comps.waiting}
+        # More jobs than the move budget (SQLite: its one writer would hold up everyone): the first
+        # chunk of positions now, the rest journaled for the next transactions.
         journal = None
         if 0 < self.move_budget < batch.next_position and cs.bulk and q.by_position(cs.bulk, waiting_after):
             journal = Journal(cs.bulk, waiting_after, 0, batch.next_position)
-        span = journal.span(self.move_budget) if journal else None
+            journal.next = journal.span(self.move_budget)[1]
+        span = (0, journal.next) if journal else None
         for stmt in q.set_based(batch.id, batch.tenant, cs.bulk, waiting_after, span):
             await conn.execute(stmt)
         if cs.attempts:
@@ -351,7 +354,6 @@ class SqlStore(Store, Idempotency):
             if (await conn.execute(*q.update_batch(batch_row(batch), expect))).rowcount != 1:
                 raise _Rollback
         if journal is not None:
-            journal.next = span[1]  # type: ignore[index]
             await conn.execute(q.set_pend(batch.id, journal.dumps()))
         return journal is not None
 
