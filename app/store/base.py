@@ -25,6 +25,11 @@ How an operation is kept from racing another one on the same batch (the lock dis
   status and attempt it read (SQL reads them FOR UPDATE; Redis compares in the script).
   A failed check writes nothing, and the operation runs again LOCKED.
 
+Set-based moves of many jobs (BulkMove, Dispatch) may go a chunk at a time where one writer
+holds up every batch (SQLite, Redis: the move budget): the rest waits in a journal in the
+batch (sql_journal, the Redis `pend` field), and whoever opens the batch next, or the
+reconciler, finishes it before anything else commits on that batch.
+
 Operations touch exactly one batch, so on Redis every key one operation writes shares a
 hash slot. Jobs are addressed by (batch id, position).
 """
