@@ -258,6 +258,8 @@ export interface Message {
   timeout_s?: number | null;
   max_attempts?: number | null;
   compensation?: Compensation;
+  /** W3C trace context of the batch's creation, when it had one: the worker sends it back with the report. */
+  traceparent?: string | null;
   [key: string]: unknown;
 }
 
@@ -270,6 +272,8 @@ export interface ReportItem {
   context?: JsonObject;
   error?: string;
   retryable?: boolean;
+  /** The message's traceparent, as it came: the server's span of the report joins the batch's trace. */
+  traceparent?: string;
 }
 
 /** The API's answer for one report: `status_code` 200, or 404/409 for that report alone. */

@@ -395,6 +395,7 @@ export class Worker {
 
   private async report(message: Message, outcome: Outcome): Promise<void> {
     const item: ReportItem = { job_id: message.job_id, attempt: message.attempt, lease: message.lease ?? null, ...outcome };
+    if (typeof message.traceparent === "string") item.traceparent = message.traceparent;
     if (item.outcome === "failed") item.error = (item.error || "error").slice(0, 20_000);
     try {
       await this.reporter.report(item);

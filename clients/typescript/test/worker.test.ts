@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { JobResult, Registry, type JobContext } from "../src/index.js";
 import { handlers, sleep } from "./fixtures/handlers.js";
-import { client, queue, startWorker, waitFor } from "./helpers.js";
+import { apiUrl, client, queue, startWorker, waitFor } from "./helpers.js";
 
 const api = client();
 
@@ -219,4 +219,25 @@ test("stop() lets running jobs finish and report, and claims nothing more", { ti
   const jobs = (await api.listJobs(batch.id)).jobs;
   assert.deepEqual(jobs.map((j) => j.status), ["completed", "queued"]);
   await api.cancelBatch(batch.id);
+});
+
+test("the worker sends a message's traceparent back with its report", { timeout: 60_000 }, async (t) => {
+  const q = queue("trace");
+  const caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  const reported: unknown[] = [];
+  const watching: typeof fetch = async (input, init) => {
+    if (String(input).endsWith("/v1/reports")) reported.push(...(JSON.parse(String(init?.body)) as { reports: unknown[] }).reports);
+    return fetch(input, init);
+  };
+  const created = await fetch(`${apiUrl()}/v1/batches`, {
+    method: "POST",
+    headers: { "content-type": "application/json", traceparent: caller },
+    body: JSON.stringify({ queue: q, jobs: [{ name: "Echo", args: { n: 1 } }, { name: "Echo", args: { n: 2 } }] }),
+  });
+  assert.equal(created.status, 201);
+  const batch = (await created.json()) as { id: string };
+  startWorker(t, { handlers, queues: [q], concurrency: 2, fetch: watching });
+  assert.equal((await api.waitForBatch(batch.id, { timeoutMs: 45_000 })).status, "completed");
+  assert.equal(reported.length, 2);
+  for (const item of reported) assert.equal((item as { traceparent?: string }).traceparent, caller);
 });
