@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * batchq-worker-ts MODULE [--queue Q]... [--concurrency N] [--api-url URL[,URL...]] [--poll-wait S]
+ * batchq-worker-ts MODULE [--queue Q]... [--concurrency N] [--prefetch N] [--api-url URL[,URL...]] [--poll-wait S]
  *
  * MODULE exports `handlers` (a Registry or an object of job name -> handler), or has one as
  * its default export. BATCHQ_API_URL and BATCHQ_API_KEY are read from the environment,
@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 import { consoleLogger, type LogLevel } from "./log.js";
 import { Registry, Worker, type Handler } from "./worker.js";
 
-const USAGE = "usage: batchq-worker-ts MODULE [--queue Q]... [--concurrency N] [--api-url URL[,URL...]] [--poll-wait S]";
+const USAGE = "usage: batchq-worker-ts MODULE [--queue Q]... [--concurrency N] [--prefetch N] [--api-url URL[,URL...]] [--poll-wait S]";
 
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -21,6 +21,7 @@ async function main(): Promise<number> {
     options: {
       queue: { type: "string", multiple: true, short: "q" },
       concurrency: { type: "string", short: "c" },
+      prefetch: { type: "string" },
       "api-url": { type: "string" },
       "poll-wait": { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -43,6 +44,7 @@ async function main(): Promise<number> {
     handlers,
     queues: values.queue ?? ["default"],
     concurrency: values.concurrency ? Number(values.concurrency) : 1,
+    prefetch: values.prefetch ? Number(values.prefetch) : undefined,
     pollWaitS: values["poll-wait"] ? Number(values["poll-wait"]) : undefined,
     logger: consoleLogger((process.env["BATCHQ_LOG_LEVEL"] as LogLevel | undefined) ?? "info"),
   });

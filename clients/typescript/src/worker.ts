@@ -96,6 +96,12 @@ export interface WorkerOptions {
   queues?: string[] | undefined;
   /** Jobs run at once (default 1). */
   concurrency?: number | undefined;
+  /**
+   * Messages claimed ahead of a free slot (default: concurrency). They are started (their
+   * leases kept by heartbeats) and run as slots free, so a slot that frees finds work waiting
+   * instead of a round trip to the API. 0 for long jobs spread over many workers.
+   */
+  prefetch?: number | undefined;
   /** Long-poll wait of a claim in seconds (default 5); a stop waits at most this for a claim on its way. */
   pollWaitS?: number | undefined;
   /** Heartbeat period; default a third of the job's timeout_s. */
@@ -139,13 +145,16 @@ export class Worker {
   readonly registry: Registry;
   readonly queues: string[];
   readonly concurrency: number;
+  readonly prefetch: number;
   readonly workerId: string;
   readonly stats: WorkerStats = { claimed: 0, completed: 0, failed: 0, abandoned: 0, heartbeats: 0 };
   private readonly pollWaitS: number;
   private readonly heartbeatIntervalMs: number | undefined;
   private readonly log: Logger;
-  private readonly slots: Slots;
-  private readonly running = new Set<Running>();
+  private readonly slots: Slots; // handlers running
+  private readonly held: Slots; // messages this worker holds: running, reporting, or waiting for a slot
+  private readonly running = new Set<Running>(); // every message held, waiting ones included
+  private handlersRunning = 0;
   private fetchers: Promise<void>[] = [];
   private stopping = new AbortController();
   private started = false;
@@ -156,11 +165,14 @@ export class Worker {
   constructor(options: WorkerOptions) {
     const concurrency = options.concurrency ?? 1;
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new TypeError("concurrency must be an integer of at least 1");
+    const prefetch = options.prefetch ?? concurrency;
+    if (!Number.isInteger(prefetch) || prefetch < 0) throw new TypeError("prefetch must be an integer of at least 0");
     const queues = [...new Set(options.queues ?? ["default"])];
     if (queues.length === 0) throw new TypeError("give at least one queue");
     this.registry = options.handlers instanceof Registry ? options.handlers : new Registry(options.handlers);
     this.queues = queues;
     this.concurrency = concurrency;
+    this.prefetch = prefetch;
     this.pollWaitS = options.pollWaitS ?? 5;
     this.heartbeatIntervalMs = options.heartbeatIntervalMs;
     this.log = options.logger ?? consoleLogger();
@@ -173,6 +185,7 @@ export class Worker {
         this.log.warn(`reporting failed (${describe(err)}); trying again in ${Math.round(delayMs)} ms`, { reports }),
     });
     this.slots = new Slots(concurrency);
+    this.held = new Slots(concurrency + prefetch);
   }
 
   /** POST /v1/reports calls made so far. */
@@ -180,9 +193,9 @@ export class Worker {
     return this.reporter.calls;
   }
 
-  /** Jobs running now. */
+  /** Jobs whose handlers run now (prefetched messages waiting for a slot are not counted). */
   get active(): number {
-    return this.running.size;
+    return this.handlersRunning;
   }
 
   /** Start claiming (returns at once). */
@@ -192,7 +205,7 @@ export class Worker {
     this.started = true;
     this.fetchers = this.queues.map((queue) => this.fetchLoop(queue));
     this.log.info(
-      `worker ${this.workerId} serving ${this.queues.join(", ")} (concurrency ${this.concurrency}) from ${this.client.http.urls.join(", ")} with jobs: ${this.registry.names.join(", ") || "(none)"}`,
+      `worker ${this.workerId} serving ${this.queues.join(", ")} (concurrency ${this.concurrency}, prefetch ${this.prefetch}) from ${this.client.http.urls.join(", ")} with jobs: ${this.registry.names.join(", ") || "(none)"}`,
     );
   }
 
@@ -262,31 +275,31 @@ export class Worker {
   // ---- claiming --------------------------------------------------------------------------
 
   private async fetchLoop(queue: string): Promise<void> {
-    // Each queue's loop takes at most its share of the slots, so a long-poll on an empty
-    // queue never holds every slot while another queue has work.
-    const share = Math.max(1, Math.min(100, Math.floor(this.concurrency / this.queues.length)));
+    // Each queue's loop takes at most its share of what the worker may hold, so a long-poll
+    // on an empty queue never takes it all while another queue has work.
+    const share = Math.max(1, Math.min(100, Math.floor((this.concurrency + this.prefetch) / this.queues.length)));
     let delay = 500;
     while (!this.stopping.signal.aborted) {
-      if (!(await this.slots.acquire(this.stopping.signal))) return;
+      if (!(await this.held.acquire(this.stopping.signal))) return;
       if (this.stopping.signal.aborted) {
-        this.slots.release(); // granted just as the stop came
+        this.held.release(); // granted just as the stop came
         return;
       }
       let taken = 1;
-      while (taken < share && this.slots.tryAcquire()) taken++;
+      while (taken < share && this.held.tryAcquire()) taken++;
       let messages: Message[] = [];
       try {
         messages = await this.client.claim(queue, { max: taken, waitS: this.pollWaitS, worker: this.workerId });
         delay = 500;
       } catch (err) {
-        this.slots.release(taken);
+        this.held.release(taken);
         this.log.warn(`claiming from ${queue} failed (${describe(err)}); trying again in ${delay} ms`, { queue });
         await sleep(delay, this.stopping.signal);
         delay = Math.min(delay * 2, 5_000);
         continue;
       }
       this.stats.claimed += messages.length;
-      if (messages.length < taken) this.slots.release(taken - messages.length);
+      if (messages.length < taken) this.held.release(taken - messages.length);
       messages.forEach((message, i) => this.launch(message, i < taken));
     }
   }
@@ -299,7 +312,7 @@ export class Worker {
       .catch((err) => this.log.error(`unexpected error running a job: ${describe(err)}`, fields(message)))
       .finally(() => {
         this.running.delete(job);
-        if (holdsSlot) this.slots.release();
+        if (holdsSlot) this.held.release();
       });
   }
 
@@ -316,8 +329,17 @@ export class Worker {
     }
     const lost = new Promise<typeof LOST>((resolve) => controller.signal.addEventListener("abort", () => resolve(LOST), { once: true }));
     const state = { handlerDone: false, stop: new AbortController() };
+    // The lease runs from the claim: heartbeats keep it while the message waits for a slot.
     const heartbeats = this.heartbeat(message, controller, state);
+    let running = false;
     try {
+      running = await this.slots.acquire(controller.signal);
+      if (running) this.handlersRunning += 1;
+      if (!running) {
+        this.stats.abandoned += 1;
+        this.log.warn(`abandoning a job that waited for a slot: ${describe(controller.signal.reason)}`, fields(message));
+        return;
+      }
       const call = Promise.resolve().then(() => handler(message.args ?? {}, this.context(message, controller.signal)));
       call.catch(() => undefined); // an abandoned call's late failure is nobody's business
       let value: unknown;
@@ -327,6 +349,9 @@ export class Worker {
         value = new Failure(err);
       } finally {
         state.handlerDone = true;
+        this.handlersRunning -= 1;
+        this.slots.release(); // the next message runs while this one reports
+        running = false;
       }
       if (value === LOST || controller.signal.aborted) {
         this.stats.abandoned += 1;
@@ -342,6 +367,10 @@ export class Worker {
         await this.report(message, completion(value));
       }
     } finally {
+      if (running) {
+        this.handlersRunning -= 1;
+        this.slots.release();
+      }
       state.stop.abort();
       await heartbeats;
     }

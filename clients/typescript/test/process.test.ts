@@ -10,9 +10,10 @@ const cli = fileURLToPath(new URL("../src/cli.js", import.meta.url));
 const handlersModule = fileURLToPath(new URL("./fixtures/handlers.js", import.meta.url));
 const api = client();
 
-test("SIGTERM: the running job finishes and is reported, nothing more is claimed, the process exits 0", { timeout: 60_000 }, async (t) => {
+test("SIGTERM: the running and the prefetched job finish and are reported, nothing more is claimed, the process exits 0", { timeout: 60_000 }, async (t) => {
   const q = queue("sigterm");
-  const child = spawn(process.execPath, [cli, handlersModule, "--queue", q, "--concurrency", "1", "--poll-wait", "1"], {
+  const args = [cli, handlersModule, "--queue", q, "--concurrency", "1", "--prefetch", "1", "--poll-wait", "1"];
+  const child = spawn(process.execPath, args, {
     env: { ...process.env, BATCHQ_API_URL: apiUrl(), BATCHQ_LOG_LEVEL: "info" },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -24,8 +25,11 @@ test("SIGTERM: the running job finishes and is reported, nothing more is claimed
     if (child.exitCode === null) child.kill("SIGKILL");
   });
 
-  const batch = await api.createBatch({ queue: q, jobs: [{ name: "Sleep", args: { seconds: 2 } }, { name: "Sleep", args: { seconds: 2 } }] });
-  await waitFor(async () => (await api.listJobs(batch.id)).jobs[0]!.status === "running", "the first job to run");
+  const batch = await api.createBatch({ queue: q, jobs: [0, 1, 2].map(() => ({ name: "Sleep", args: { seconds: 2 } })) });
+  await waitFor(async () => {
+    const [first, second] = (await api.listJobs(batch.id)).jobs;
+    return first!.status === "running" && second!.status === "running";
+  }, "the first job to run and the second to be prefetched");
   child.kill("SIGTERM");
   const [code, signal] = await exited;
   assert.equal(signal, null, output);
@@ -33,8 +37,9 @@ test("SIGTERM: the running job finishes and is reported, nothing more is claimed
   assert.match(output, /SIGTERM: stopping after the running jobs/);
 
   const jobs = (await api.listJobs(batch.id)).jobs;
-  assert.deepEqual(jobs.map((j) => j.status), ["completed", "queued"], output);
+  assert.deepEqual(jobs.map((j) => j.status), ["completed", "completed", "queued"], output);
   assert.deepEqual(jobs[0]!.result, { slept: 2, attempt: 1 });
+  assert.deepEqual(jobs[1]!.result, { slept: 2, attempt: 1 });
   await api.cancelBatch(batch.id);
 });
 

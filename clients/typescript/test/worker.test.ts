@@ -208,16 +208,20 @@ test("a result that is not JSON fails the job for good with a clear error", { ti
   assert.deepEqual(jobs.map((j) => j.attempts), [1, 1]);
 });
 
-test("stop() lets running jobs finish and report, and claims nothing more", { timeout: 60_000 }, async (t) => {
+test("stop() lets running and prefetched jobs finish and report, and claims nothing more", { timeout: 60_000 }, async (t) => {
   const q = queue("stop");
-  const worker = startWorker(t, { handlers, queues: [q], concurrency: 1 });
-  const batch = await api.createBatch({ queue: q, jobs: [{ name: "Sleep", args: { seconds: 2 } }, { name: "Sleep", args: { seconds: 2 } }] });
-  await waitFor(() => worker.active === 1, "the first job to run");
+  const worker = startWorker(t, { handlers, queues: [q], concurrency: 1, prefetch: 1 });
+  const sleeps = [0, 1, 2].map(() => ({ name: "Sleep", args: { seconds: 2 } }));
+  const batch = await api.createBatch({ queue: q, jobs: sleeps });
+  await waitFor(async () => {
+    const [first, second] = (await api.listJobs(batch.id)).jobs;
+    return worker.active === 1 && first!.status === "running" && second!.status === "running";
+  }, "the first job to run and the second to be prefetched");
   await worker.stop();
   assert.equal(worker.active, 0);
-  assert.equal(worker.stats.completed, 1);
+  assert.equal(worker.stats.completed, 2);
   const jobs = (await api.listJobs(batch.id)).jobs;
-  assert.deepEqual(jobs.map((j) => j.status), ["completed", "queued"]);
+  assert.deepEqual(jobs.map((j) => j.status), ["completed", "completed", "queued"]);
   await api.cancelBatch(batch.id);
 });
 
@@ -241,3 +245,39 @@ test("the worker sends a message's traceparent back with its report", { timeout:
   assert.equal(reported.length, 2);
   for (const item of reported) assert.equal((item as { traceparent?: string }).traceparent, caller);
 });
+
+for (const prefetch of [1, 0]) {
+  test(`prefetched messages wait for a slot with their leases kept (prefetch ${prefetch})`, { timeout: 60_000 }, async (t) => {
+    const q = queue(`prefetch-${prefetch}`);
+    let runningNow = 0;
+    let most = 0;
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const registry = new Registry({
+      Hold: async (args: { first: boolean }) => {
+        runningNow += 1;
+        most = Math.max(most, runningNow);
+        if (args.first) await released;
+        runningNow -= 1;
+      },
+    });
+    // A 3 s lease (heartbeats every 1 s); the second job waits 4.5 s for the first one's slot.
+    const jobs = [0, 1].map((i) => ({ name: "Hold", args: { first: i === 0 }, timeout_s: 3 }));
+    const batch = await api.createBatch({ queue: q, jobs });
+    const worker = startWorker(t, { handlers: registry, queues: [q], concurrency: 1, prefetch });
+    const second = await waitFor(async () => {
+      const [first, next] = (await api.listJobs(batch.id)).jobs;
+      return runningNow === 1 && first!.status === "running" && (next!.status === "running" || !prefetch) ? next : undefined;
+    }, "the first job running");
+    // Prefetched: started (its lease taken), but its handler waits for the one slot.
+    assert.equal(second.status, prefetch ? "running" : "queued");
+    await sleep(4_500); // past the second one's lease, had nothing kept it
+    release();
+    const done = await api.waitForBatch(batch.id, { timeoutMs: 45_000 });
+    assert.equal(done.status, "completed");
+    assert.equal(most, 1);
+    assert.deepEqual((await api.listJobs(batch.id)).jobs.map((j) => j.attempts), [1, 1]);
+    assert.equal(worker.stats.completed, 2);
+    assert.equal(worker.stats.abandoned, 0);
+  });
+}
