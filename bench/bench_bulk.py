@@ -94,9 +94,9 @@ def bulk(backend: str, n: int) -> dict:
 
         def run(phase: str, request):  # noqa: ANN001, ANN202
             start = time.perf_counter()
-            elapsed, r = timed(lambda: ok(request()))
-            spans[phase] = (start, start + elapsed)
-            row[f"{phase}_s"] = elapsed
+            r = ok(request())
+            spans[phase] = (start, time.perf_counter())
+            row[f"{phase}_s"] = spans[phase][1] - start
             return r
 
         body = json.dumps({"jobs": ["Noop"] * n, "failure_policy": "fail_fast"}).encode()

@@ -307,11 +307,10 @@ class SqlStore(Store, Idempotency):
                 if row is None or row.pend is None:
                     return
                 journal = Journal.loads(row.pend)
-                span = journal.span(self.move_budget)
+                span = journal.advance(self.move_budget)
                 for stmt in q.set_based(batch_id, row.tenant, journal.ops, journal.waiting_after, span):
                     await conn.execute(stmt)
-                journal.next = span[1]
-                await conn.execute(q.set_pend(batch_id, journal.dumps() if journal.next < journal.end else None))
+                await conn.execute(q.set_pend(batch_id, None if journal.done else journal.dumps()))
             if self.on_enqueue is not None and any(isinstance(op, Dispatch) for op in journal.ops):
                 self.on_enqueue({"*"})
 
@@ -328,11 +327,10 @@ class SqlStore(Store, Idempotency):
         waiting_after = {JobKind.JOB: batch.jobs.waiting, JobKind.COMPENSATION: batch.comps.waiting}
         # More jobs than the move budget (SQLite: its one writer would hold up everyone): the first
         # chunk of positions now, the rest journaled for the next transactions.
-        journal = None
+        journal = span = None
         if 0 < self.move_budget < batch.next_position and cs.bulk and q.by_position(cs.bulk, waiting_after):
             journal = Journal(cs.bulk, waiting_after, 0, batch.next_position)
-            journal.next = journal.span(self.move_budget)[1]
-        span = (0, journal.next) if journal else None
+            span = journal.advance(self.move_budget)
         for stmt in q.set_based(batch.id, batch.tenant, cs.bulk, waiting_after, span):
             await conn.execute(stmt)
         if cs.attempts:

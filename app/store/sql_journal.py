@@ -35,6 +35,16 @@ class Journal:
         """The positions the next transaction moves (all that are left when budget is 0)."""
         return self.next, self.end if budget <= 0 else min(self.next + budget, self.end)
 
+    def advance(self, budget: int) -> tuple[int, int]:
+        """The positions this transaction moves; the journal then starts after them."""
+        span = self.span(budget)
+        self.next = span[1]
+        return span
+
+    @property
+    def done(self) -> bool:
+        return self.next >= self.end
+
     def dumps(self) -> str:
         return jsonx.dumps({
             "ops": [_op(op) for op in self.ops],

@@ -142,7 +142,6 @@ def set_pend(batch_id: str, pend: str | None) -> Any:
     return update(t.batches).where(b.id == batch_id).values(pend=pend)
 
 
-
 Span = tuple[int, int] | None  # the positions [first, end) a chunk of a whole-batch move edits (None: all)
 
 

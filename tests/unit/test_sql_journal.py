@@ -23,9 +23,8 @@ def test_the_journal_survives_its_text_form():
 def test_spans_cover_the_positions_once_and_the_budget_bounds_each():
     journal = Journal([], {}, next=0, end=11)
     spans = []
-    while journal.next < journal.end:
-        spans.append(journal.span(4))
-        journal.next = spans[-1][1]
+    while not journal.done:
+        spans.append(journal.advance(4))
     assert spans == [(0, 4), (4, 8), (8, 11)]
     assert Journal([], {}, next=4, end=11).span(0) == (4, 11)  # no budget: the rest at once
 

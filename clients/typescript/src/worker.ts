@@ -331,15 +331,13 @@ export class Worker {
     const state = { handlerDone: false, stop: new AbortController() };
     // The lease runs from the claim: heartbeats keep it while the message waits for a slot.
     const heartbeats = this.heartbeat(message, controller, state);
-    let running = false;
     try {
-      running = await this.slots.acquire(controller.signal);
-      if (running) this.handlersRunning += 1;
-      if (!running) {
+      if (!(await this.slots.acquire(controller.signal))) {
         this.stats.abandoned += 1;
         this.log.warn(`abandoning a job that waited for a slot: ${describe(controller.signal.reason)}`, fields(message));
         return;
       }
+      this.handlersRunning += 1;
       const call = Promise.resolve().then(() => handler(message.args ?? {}, this.context(message, controller.signal)));
       call.catch(() => undefined); // an abandoned call's late failure is nobody's business
       let value: unknown;
@@ -351,7 +349,6 @@ export class Worker {
         state.handlerDone = true;
         this.handlersRunning -= 1;
         this.slots.release(); // the next message runs while this one reports
-        running = false;
       }
       if (value === LOST || controller.signal.aborted) {
         this.stats.abandoned += 1;
@@ -367,10 +364,6 @@ export class Worker {
         await this.report(message, completion(value));
       }
     } finally {
-      if (running) {
-        this.handlersRunning -= 1;
-        this.slots.release();
-      }
       state.stop.abort();
       await heartbeats;
     }
